@@ -1,0 +1,177 @@
+"""VGG networks for 32x32 images, cut into blocks for greedy training."""
+
+import keras
+
+from keras_dib.models.greedy import GreedyLayerwiseModel
+from keras_dib.models.heads import AuxiliaryHead
+
+# Channels per convolution at width 64, one list per stage (each stage ends
+# with 2x2 max pooling), after Simonyan & Zisserman (2015), Table 1.
+VGG_STAGES = {
+    11: [[64], [128], [256, 256], [512, 512], [512, 512]],
+    13: [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+    16: [
+        [64, 64],
+        [128, 128],
+        [256, 256, 256],
+        [512, 512, 512],
+        [512, 512, 512],
+    ],
+    19: [
+        [64, 64],
+        [128, 128],
+        [256, 256, 256, 256],
+        [512, 512, 512, 512],
+        [512, 512, 512, 512],
+    ],
+}
+GRANULARITIES = ("layer", "stage")
+
+
+def _conv_layers(filters, batch_norm, prefix):
+    layers = [
+        keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=not batch_norm,
+            kernel_initializer="he_normal",
+            name=f"{prefix}_conv",
+        )
+    ]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(name=f"{prefix}_bn"))
+    layers.append(keras.layers.ReLU(name=f"{prefix}_relu"))
+    return layers
+
+
+def build_vgg(
+    depth=11,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    width=64,
+    batch_norm=True,
+    granularity="layer",
+    head_grid_size=2,
+    head_conv_filters=None,
+    head_hidden_units=None,
+    head_pooling="average",
+    name=None,
+):
+    """Builds a VGG network as a `GreedyLayerwiseModel`.
+
+    VGG-11/13/16/19 (configurations A, B, D, E of Simonyan & Zisserman) with
+    3x3 convolutions, optional batch normalization, ReLU and 2x2 max pooling
+    after each stage, and a linear classifier on the globally pooled last
+    feature map (for 32x32 inputs the map is already 1x1). `width` scales
+    every layer's channels: width 64 is the standard network
+    (64-128-256-...-512), width 16 a quarter of it for CPU runs.
+
+    Args:
+        depth: 11, 13, 16 or 19. Defaults to 11.
+        num_classes: number of classes. Defaults to 10.
+        input_shape: shape of one image. Defaults to `(32, 32, 3)`.
+        width: channels of the first layer; every layer scales with it.
+            Defaults to 64.
+        batch_norm: whether to add batch normalization after each
+            convolution. Defaults to True.
+        granularity: `"layer"` (one block per convolution, pooling at the
+            end of a stage's last block) or `"stage"` (one block per VGG
+            stage). Defaults to `"layer"`.
+        head_grid_size: grid side of the auxiliary heads' pooling.
+            Defaults to 2.
+        head_conv_filters: optional filters of a 3x3 convolution in each
+            auxiliary head. Defaults to None.
+        head_hidden_units: optional units of a hidden Dense layer in each
+            auxiliary head. Defaults to None.
+        head_pooling: `"average"`, `"max"` or `"global_average"`.
+            Defaults to `"average"`.
+        name: optional model name. Defaults to `"vgg{depth}"`.
+
+    Returns:
+        A `keras_dib.GreedyLayerwiseModel`, built, with one block per layer
+        or stage and default auxiliary heads.
+
+    Example:
+
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=16)
+    >>> model.num_blocks
+    8
+
+    References:
+        - Simonyan & Zisserman, "Very Deep Convolutional Networks for
+          Large-Scale Image Recognition", ICLR 2015.
+          https://arxiv.org/abs/1409.1556
+    """
+    if depth not in VGG_STAGES:
+        raise ValueError(
+            f"`depth` should be one of {sorted(VGG_STAGES)}. "
+            f"Received: depth={depth!r}"
+        )
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"`granularity` should be one of {GRANULARITIES}. "
+            f"Received: granularity={granularity!r}"
+        )
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(
+            f"`width` should be a positive integer. Received: width={width!r}"
+        )
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or num_classes < 2
+    ):
+        raise ValueError(
+            "`num_classes` should be an integer >= 2. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` should be (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    blocks = []
+    for stage_index, stage in enumerate(VGG_STAGES[depth]):
+        stage_layers = []
+        for conv_index, filters in enumerate(stage):
+            channels = max(filters * width // 64, 1)
+            prefix = f"stage{stage_index + 1}_{conv_index + 1}"
+            layers = _conv_layers(channels, batch_norm, prefix)
+            if conv_index == len(stage) - 1:
+                layers.append(
+                    keras.layers.MaxPooling2D(
+                        2, name=f"stage{stage_index + 1}_pool"
+                    )
+                )
+            if granularity == "layer":
+                blocks.append(keras.Sequential(layers, name=f"block_{prefix}"))
+            else:
+                stage_layers.extend(layers)
+        if granularity == "stage":
+            blocks.append(
+                keras.Sequential(
+                    stage_layers, name=f"block_stage{stage_index + 1}"
+                )
+            )
+    auxiliary_heads = [
+        AuxiliaryHead(
+            num_classes,
+            grid_size=head_grid_size,
+            pooling=head_pooling,
+            conv_filters=head_conv_filters,
+            hidden_units=head_hidden_units,
+            name=f"auxiliary_head_{index}",
+        )
+        for index in range(len(blocks) - 1)
+    ]
+    head = AuxiliaryHead(num_classes, grid_size=1, name="head")
+    return GreedyLayerwiseModel(
+        blocks,
+        head=head,
+        auxiliary_heads=auxiliary_heads,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        name=name or f"vgg{depth}",
+    )
