@@ -539,17 +539,13 @@ class GreedyLayerwiseModel(keras.Model):
             return
         count = sum(int(np.prod(v.shape)) for v in self.trainable_variables)
         if schedule == "sequential":
-            block = self.blocks[stage]
+            frozen = {0: "", 1: "; block 1 frozen"}.get(
+                stage, f"; blocks 1-{stage} frozen"
+            )
             label = (
-                f"Block {stage + 1}/{self.num_blocks} ({block.name}): "
-                f"training {count:,} parameters for {stage_epochs} epochs; "(
-                    f"blocks 1-{stage} frozen"
-                    if stage > 1
-                    else "block 1 frozen"
-                )
-                if stage
-                else f"Block 1/{self.num_blocks} ({block.name}): training "
-                f"{count:,} parameters for {stage_epochs} epochs"
+                f"Block {stage + 1}/{self.num_blocks} "
+                f"({self.blocks[stage].name}): training {count:,} "
+                f"parameters for {stage_epochs} epochs{frozen}"
             )
         else:
             label = (
