@@ -19,6 +19,12 @@ from keras import ops
 # Eigenvalues below this are treated as exactly zero (their power is 0 and
 # so is its gradient), which keeps gradients finite for every alpha.
 _EIGENVALUE_FLOOR = 1e-12
+# Float32 eigensolvers return the zero eigenvalues of a rank-deficient Gram
+# matrix as noise of order n * eps; for alpha < 1 that noise would add
+# entropy (sum of its square roots, say). Eigenvalues of the unit-trace
+# matrix below n * _RELATIVE_RANK_TOLERANCE are treated as exact zeros, the
+# usual numerical-rank rule.
+_RELATIVE_RANK_TOLERANCE = 2.0 * 1.1920929e-07
 _MAX_MATMUL_ALPHA = 4
 _LOG2 = math.log(2.0)
 
@@ -70,8 +76,15 @@ def _is_small_integer(alpha):
     return float(alpha).is_integer() and 2 <= alpha <= _MAX_MATMUL_ALPHA
 
 
-def _power_trace(a, alpha):
-    """`sum_i lambda_i(a) ** alpha` for a symmetric PSD `a` of unit trace."""
+def _log_power_trace(a, alpha):
+    """`log(sum_i lambda_i(a) ** alpha)` for a symmetric PSD `a`, unit trace.
+
+    With eigenvalues, the sum is written as `1 + sum_i lambda_i *
+    expm1((alpha - 1) * log(lambda_i))` (the eigenvalues renormalised to sum
+    to 1) and its log taken with `log1p`: near `alpha = 1` the plain sum is
+    `1 - O(alpha - 1)`, and float32 would lose most digits of the entropy to
+    the division by `1 - alpha`.
+    """
     if _is_small_integer(alpha):
         # tr(A^k) without eigendecomposition: for k = 2 this is the squared
         # Frobenius norm; in general tr(A^p A^q) = sum(A^p * A^q), p + q = k.
@@ -81,15 +94,26 @@ def _power_trace(a, alpha):
         for _ in range(p - 1):
             left = ops.matmul(left, a)
         right = left if k - p == p else ops.matmul(left, a)
-        return ops.sum(left * right)
+        return ops.log(ops.maximum(ops.sum(left * right), _EIGENVALUE_FLOOR))
     eigenvalues, _ = ops.eigh(a)
     eigenvalues = ops.maximum(eigenvalues, 0.0)
-    positive = eigenvalues > _EIGENVALUE_FLOOR
-    safe = ops.where(positive, eigenvalues, ops.ones_like(eigenvalues))
-    powered = ops.where(
-        positive, ops.power(safe, alpha), ops.zeros_like(eigenvalues)
+    eigenvalues = eigenvalues / ops.maximum(
+        ops.sum(eigenvalues), _EIGENVALUE_FLOOR
     )
-    return ops.sum(powered)
+    n = ops.cast(ops.shape(eigenvalues)[0], "float32")
+    threshold = ops.maximum(n * _RELATIVE_RANK_TOLERANCE, _EIGENVALUE_FLOOR)
+    positive = eigenvalues > threshold
+    safe = ops.where(positive, eigenvalues, ops.ones_like(eigenvalues))
+    terms = ops.where(
+        positive,
+        safe * ops.expm1((alpha - 1.0) * ops.log(safe)),
+        ops.zeros_like(eigenvalues),
+    )
+    # Eigenvalues below the floor contribute lambda^alpha ~ 0, i.e. -lambda.
+    terms = terms - ops.where(
+        positive, ops.zeros_like(eigenvalues), eigenvalues
+    )
+    return ops.log1p(ops.maximum(ops.sum(terms), _EIGENVALUE_FLOOR - 1.0))
 
 
 def renyi_entropy(gram, alpha=1.01, normalize=True):
@@ -127,8 +151,7 @@ def renyi_entropy(gram, alpha=1.01, normalize=True):
     gram = ops.cast(ops.convert_to_tensor(gram), "float32")
     _check_square(gram)
     a = normalize_gram(gram) if normalize else gram
-    power_trace = ops.maximum(_power_trace(a, alpha), _EIGENVALUE_FLOOR)
-    return ops.log(power_trace) / (_LOG2 * (1.0 - alpha))
+    return _log_power_trace(a, alpha) / (_LOG2 * (1.0 - alpha))
 
 
 def joint_renyi_entropy(grams, alpha=1.01):
