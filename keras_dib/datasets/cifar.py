@@ -1,0 +1,450 @@
+"""CIFAR-10 and CIFAR-100: array loaders and input pipelines.
+
+Sources, looked for in this order inside `data_dir` (a folder, or an
+archive):
+
+1. the official python version: `cifar-10-python.tar.gz` /
+   `cifar-100-python.tar.gz`, or their extracted folders
+   (`cifar-10-batches-py/data_batch_1..5`, `test_batch`;
+   `cifar-100-python/train`, `test`, `meta`);
+2. a class-per-folder image tree `train/<class>/*.jpg|png` and
+   `test/<class>/...`, as folders or inside zips (such as the CIFAR-10
+   JPEG copy `CIFAR-10-images_train.zip` / `CIFAR-10-images_test.zip`).
+
+References:
+    - Krizhevsky, "Learning Multiple Layers of Features from Tiny Images",
+      2009. https://www.cs.toronto.edu/~kriz/cifar.html
+"""
+
+import posixpath
+
+import numpy as np
+
+from keras_dib.datasets import _io
+from keras_dib.datasets import folder
+from keras_dib.datasets import pipeline
+
+CIFAR10_CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_IMAGE_SIZE = (32, 32)
+_LABEL_MODES = ("fine", "coarse")
+
+
+# === Official python version ===
+
+
+def _decode_batch(index, rel, label_key, num_classes):
+    """Images `(N, 32, 32, 3)` and labels `(N,)` of one official batch."""
+    where = index.describe(rel)
+    batch = _io.load_pickle(index.read(rel), where)
+    if b"data" not in batch or label_key not in batch:
+        raise ValueError(
+            f"Corrupt CIFAR batch {where}: expected keys b'data' and "
+            f"{label_key!r}. Received keys: {sorted(batch)}"
+        )
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(
+            f"Corrupt CIFAR batch {where}: expected b'data' of uint8 and "
+            f"shape (N, 3072). Received: dtype={data.dtype}, "
+            f"shape={data.shape}"
+        )
+    if labels.shape != (len(data),):
+        raise ValueError(
+            f"Corrupt CIFAR batch {where}: expected {len(data)} labels. "
+            f"Received: shape={labels.shape}"
+        )
+    _check_labels(labels, num_classes, where)
+    # Rows are 1024 red, 1024 green, 1024 blue values, each 32x32 row-major.
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+def _check_labels(labels, num_classes, where):
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ValueError(
+            f"Label out of range in {where}: expected labels in "
+            f"[0, {num_classes}). Received: label={int(bad)}"
+        )
+
+
+def _load_official(index, directory, split_files, label_key, num_classes):
+    splits = []
+    for files in split_files:
+        parts = [
+            _decode_batch(
+                index, posixpath.join(directory, name), label_key, num_classes
+            )
+            for name in files
+        ]
+        splits.append(
+            (
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+        )
+    return splits
+
+
+def _find_official(index, anchor, required):
+    """Folder holding `anchor` and all `required` files, or None."""
+    candidates = index.find(rf"(^|/){anchor}$")
+    for rel in candidates:
+        directory = posixpath.dirname(rel)
+        paths = [posixpath.join(directory, name) for name in required]
+        missing = [p for p in paths if p not in index.files]
+        if not missing:
+            return directory
+        if len(candidates) == 1:
+            raise FileNotFoundError(
+                f"Incomplete CIFAR python version in {index.path}: missing "
+                f"{missing}. Expected {required} in one folder."
+            )
+    return None
+
+
+# === Class-per-folder tree ===
+
+
+def _load_tree(index, tree, num_classes, official_order):
+    prefix, train_classes, test_classes = tree
+    names = set(train_classes)
+    where = f"{index.path} ({prefix or '.'})"
+    if names != set(test_classes):
+        raise ValueError(
+            f"The train/ and test/ class folders in {where} differ: "
+            f"only in train: {sorted(names - set(test_classes))}, only in "
+            f"test: {sorted(set(test_classes) - names)}."
+        )
+    if len(names) != num_classes:
+        raise ValueError(
+            f"Expected {num_classes} class folders in {where}. Received "
+            f"{len(names)}: {sorted(names)[:12]}"
+        )
+    if official_order and names == set(official_order):
+        class_names = list(official_order)
+    else:
+        class_names = sorted(names)
+    splits = []
+    for classes in (train_classes, test_classes):
+        rels, labels = [], []
+        for label, name in enumerate(class_names):
+            rels.extend(classes[name])
+            labels.extend([label] * len(classes[name]))
+        images = folder.decode_files(index, rels, _IMAGE_SIZE)
+        splits.append((images, np.asarray(labels, np.int32)))
+    return splits
+
+
+# === Array loaders ===
+
+
+def _load(name, data_dir, cache, label_mode=None):
+    path = _io.resolve_data_dir(
+        name,
+        data_dir,
+        extra_cache_names=(
+            ("cifar-10-batches-py-target", "cifar-10-batches-py")
+            if name == "cifar10"
+            else ("cifar-100-python-target", "cifar-100-python")
+        ),
+    )
+    with _io.FileIndex(path) as index:
+        if name == "cifar10":
+            num_classes = 10
+            batches = [f"data_batch_{i}" for i in range(1, 6)]
+            directory = _find_official(
+                index, "data_batch_1", batches + ["test_batch"]
+            )
+            official = (batches, ["test_batch"])
+            label_key = b"labels"
+            order = CIFAR10_CLASS_NAMES
+        else:
+            num_classes = 100 if label_mode == "fine" else 20
+            directory = _find_official(index, "train", ["train", "test"])
+            official = (["train"], ["test"])
+            label_key = f"{label_mode}_labels".encode()
+            order = None
+
+        def compute():
+            if directory is not None:
+                splits = _load_official(
+                    index, directory, official, label_key, num_classes
+                )
+            else:
+                tree = folder.find_split_trees(index)
+                if tree is None:
+                    raise FileNotFoundError(_missing_message(name, index))
+                splits = _load_tree(index, tree, num_classes, order)
+            (x_train, y_train), (x_test, y_test) = splits
+            return dict(
+                x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+            )
+
+        cache_name = f"{name}_{label_mode}" if label_mode else name
+        arrays = _io.cached_arrays(cache_name, index, compute, cache=cache)
+    return (arrays["x_train"], arrays["y_train"]), (
+        arrays["x_test"],
+        arrays["y_test"],
+    )
+
+
+def _missing_message(name, index):
+    archive = (
+        "cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ with "
+        "data_batch_1..5 and test_batch)"
+        if name == "cifar10"
+        else "cifar-100-python.tar.gz (or its extracted cifar-100-python/ "
+        "with train and test)"
+    )
+    return (
+        f"No {name.upper().replace('CIFAR', 'CIFAR-')} data found in "
+        f"{index.path}. Expected {archive}, or a class-per-folder tree "
+        "train/<class>/*.jpg|png and test/<class>/... (or zips of one). "
+        f"Found: {index.sample()}"
+    )
+
+
+def load_cifar10(data_dir=None, *, cache=True):
+    """Loads CIFAR-10 as NumPy arrays (no TensorFlow needed).
+
+    Args:
+        data_dir: a folder or archive holding the official
+            `cifar-10-python.tar.gz`, its extracted `cifar-10-batches-py/`
+            folder, or a class-per-folder tree `train/<class>/*.jpg|png`,
+            `test/<class>/...` (folders or zips, like the CIFAR-10 JPEG
+            copy). For a tree, labels follow the official CIFAR-10 order
+            when the folders are named after its classes, else sorted
+            folder names. Default None: `$KERAS_DIB_DATA/cifar10`, else the
+            Keras cache (`~/.keras/datasets/cifar10`), else the official
+            archive is downloaded there (SHA-256 checked).
+        cache: keep the decoded arrays in an `.npz` in the Keras cache
+            (keyed on the source files' sizes and times). Default True.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 images
+        `(N, 32, 32, 3)` and int32 labels `(N,)` in [0, 10); 50000 and
+        10000 images for the official data.
+
+    Raises:
+        FileNotFoundError: if no CIFAR-10 data is found.
+        ValueError: on a corrupt file or a label out of range.
+
+    Example:
+
+    ```python
+    (x_train, y_train), (x_test, y_test) = keras_dib.datasets.load_cifar10(
+        "../shared/data/cifar10"
+    )
+    ```
+    """
+    return _load("cifar10", data_dir, cache)
+
+
+def load_cifar100(data_dir=None, label_mode="fine", *, cache=True):
+    """Loads CIFAR-100 as NumPy arrays (no TensorFlow needed).
+
+    Args:
+        data_dir: a folder or archive holding the official
+            `cifar-100-python.tar.gz`, its extracted `cifar-100-python/`
+            folder, or a class-per-folder tree (`train/<class>/...`,
+            `test/<class>/...`, classes in sorted order: 100 folders for
+            "fine", 20 for "coarse"). Default None: `$KERAS_DIB_DATA/
+            cifar100`, else the Keras cache, else downloaded there.
+        label_mode: "fine" (100 classes) or "coarse" (20 superclasses).
+        cache: keep the decoded arrays in an `.npz` cache. Default True.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 images
+        `(N, 32, 32, 3)` and int32 labels `(N,)`.
+
+    Raises:
+        FileNotFoundError: if no CIFAR-100 data is found.
+        ValueError: on a bad `label_mode`, a corrupt file or a label out
+            of range.
+
+    Example:
+
+    ```python
+    (x_train, y_train), _ = keras_dib.datasets.load_cifar100(
+        label_mode="coarse"
+    )
+    ```
+    """
+    _check_label_mode(label_mode)
+    return _load("cifar100", data_dir, cache, label_mode)
+
+
+def _check_label_mode(label_mode):
+    if label_mode not in _LABEL_MODES:
+        raise ValueError(
+            f"`label_mode` should be one of {_LABEL_MODES}. Received: "
+            f"label_mode={label_mode!r}"
+        )
+
+
+# === Pipelines ===
+
+
+def _pipelines(
+    loaded,
+    batch_size,
+    augment,
+    validation_split,
+    seed,
+    normalization,
+    shuffle,
+    backend,
+):
+    (x_train, y_train), test = loaded
+    validation = None
+    if validation_split > 0:
+        train_idx, val_idx = pipeline.stratified_split(
+            y_train, validation_split, seed
+        )
+        validation = (x_train[val_idx], y_train[val_idx])
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
+    return pipeline.build_splits(
+        (x_train, y_train),
+        validation,
+        test,
+        batch_size=batch_size,
+        augment=augment,
+        flip=augment,
+        seed=seed,
+        normalization=normalization,
+        shuffle=shuffle,
+        backend=backend,
+    )
+
+
+def cifar10(
+    data_dir=None,
+    batch_size=128,
+    augment=False,
+    validation_split=0.0,
+    seed=0,
+    normalization="standardize",
+    shuffle=True,
+    backend="auto",
+):
+    """CIFAR-10 input pipelines, ready for `model.fit`.
+
+    Decoded, normalised, shuffled each epoch (training only), batched with
+    a fixed batch size (the training remainder is dropped), prefetched.
+
+    Normalisation, per channel `c`, images as float32:
+    - "standardize": `(x - mean_c) / std_c`, with the mean and standard
+      deviation of the training split (0..255 scale);
+    - "unit": `x / 255`, in [0, 1];
+    - None: `x` as float32 in [0, 255].
+
+    Args:
+        data_dir: see `load_cifar10`. Default None (cache or download).
+        batch_size: positive int. Default 128.
+        augment: standard CIFAR augmentation on the training split: zero-pad
+            4 pixels, random 32x32 crop, random horizontal flip. Default
+            False.
+        validation_split: fraction in [0, 1) of the training images held
+            out as a validation split (stratified by class, seeded).
+            Default 0.
+        seed: non-negative int for the split, shuffling and augmentation.
+        normalization: "standardize" (default), "unit" or None.
+        shuffle: reshuffle the training split each epoch. Default True.
+        backend: "auto" (`tf.data` if TensorFlow is installed, else a
+            `keras.utils.PyDataset`), "tensorflow" or "numpy".
+
+    Returns:
+        `(train, test)`, or `(train, validation, test)` when
+        `validation_split > 0`; each yields `(images, labels)` batches,
+        float32 `(batch, 32, 32, 3)` and int32 `(batch,)` (sparse labels).
+
+    Example:
+
+    ```python
+    train, test = keras_dib.datasets.cifar10(
+        "../shared/data/cifar10", augment=True
+    )
+    model.fit(train, validation_data=test, epochs=10)
+    ```
+    """
+    pipeline.check_pipeline_args(
+        batch_size, validation_split, seed, normalization, backend
+    )
+    return _pipelines(
+        load_cifar10(data_dir),
+        batch_size,
+        augment,
+        validation_split,
+        seed,
+        normalization,
+        shuffle,
+        backend,
+    )
+
+
+def cifar100(
+    data_dir=None,
+    batch_size=128,
+    augment=False,
+    validation_split=0.0,
+    seed=0,
+    normalization="standardize",
+    shuffle=True,
+    backend="auto",
+    label_mode="fine",
+):
+    """CIFAR-100 input pipelines, ready for `model.fit`.
+
+    As `cifar10`, with fine (100) or coarse (20) labels.
+
+    Args:
+        data_dir: see `load_cifar100`. Default None (cache or download).
+        batch_size: positive int. Default 128.
+        augment: pad-4 random crop and random horizontal flip (training).
+        validation_split: fraction in [0, 1) held out (stratified, seeded).
+        seed: non-negative int for the split, shuffling and augmentation.
+        normalization: "standardize" (default), "unit" or None; see
+            `cifar10`.
+        shuffle: reshuffle the training split each epoch. Default True.
+        backend: "auto", "tensorflow" or "numpy".
+        label_mode: "fine" (default) or "coarse".
+
+    Returns:
+        `(train, test)` or `(train, validation, test)`, as in `cifar10`.
+
+    Example:
+
+    ```python
+    train, val, test = keras_dib.datasets.cifar100(
+        label_mode="coarse", validation_split=0.1
+    )
+    ```
+    """
+    pipeline.check_pipeline_args(
+        batch_size, validation_split, seed, normalization, backend
+    )
+    _check_label_mode(label_mode)
+    return _pipelines(
+        load_cifar100(data_dir, label_mode),
+        batch_size,
+        augment,
+        validation_split,
+        seed,
+        normalization,
+        shuffle,
+        backend,
+    )
