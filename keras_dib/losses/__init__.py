@@ -2,5 +2,6 @@
 
 from keras_dib.losses.dib import DIB
 from keras_dib.losses.dib import LocalObjective
+from keras_dib.losses.hsic import HSICBottleneck
 
-__all__ = ["DIB", "LocalObjective"]
+__all__ = ["DIB", "HSICBottleneck", "LocalObjective"]

@@ -168,7 +168,7 @@ class GreedyLayerwiseModel(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.regularization_trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("compression", "entropy", "regularization")
+            for name in ("compression", "entropy", "hsic", "regularization")
         }
         if input_shape is not None:
             self.build((None,) + input_shape)

@@ -1,5 +1,8 @@
 """Kernels and matrix-based Renyi entropy functionals (pure `keras.ops`)."""
 
+from keras_dib.ops.hsic import center_gram
+from keras_dib.ops.hsic import hsic
+from keras_dib.ops.hsic import normalized_hsic
 from keras_dib.ops.kernels import gaussian_gram
 from keras_dib.ops.kernels import kernel_width
 from keras_dib.ops.kernels import label_gram
@@ -10,6 +13,9 @@ from keras_dib.ops.renyi import renyi_entropy
 from keras_dib.ops.renyi import renyi_mutual_information
 
 __all__ = [
+    "center_gram",
+    "hsic",
+    "normalized_hsic",
     "gaussian_gram",
     "joint_renyi_entropy",
     "kernel_width",

@@ -36,7 +36,7 @@ class TestCase(unittest.TestCase):
 
     def setUp(self):
         super().setUp()
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
         keras.utils.set_random_seed(1337)
 
     def get_temp_dir(self):
