@@ -8,6 +8,8 @@ from keras import ops
 
 from keras_dib.losses.dib import LocalObjective
 from keras_dib.models.heads import AuxiliaryHead
+from keras_dib.models.validation import NaNGuard
+from keras_dib.models.validation import validate_fit_inputs
 
 SCHEDULES = ("sequential", "simultaneous", "end_to_end")
 
@@ -196,6 +198,7 @@ class GreedyLayerwiseModel(keras.Model):
         return self._schedule
 
     def build(self, input_shape):
+        self._expected_input_shape = tuple(input_shape)[1:]
         x = keras.KerasTensor(tuple(input_shape))
         for index, block in enumerate(self.blocks):
             x = block(x)
@@ -475,6 +478,9 @@ class GreedyLayerwiseModel(keras.Model):
         epochs_per_block = self._epochs_per_block(epochs, schedule)
         if not self.built:
             self._build_from_data(x)
+        validate_fit_inputs(
+            self, x, y, batch_size, kwargs.get("validation_data")
+        )
         compile_config = self.get_compile_config()
         trainable_state = [
             (layer, layer.trainable)
@@ -497,13 +503,19 @@ class GreedyLayerwiseModel(keras.Model):
                 for callback in callbacks:
                     if hasattr(callback, "on_block_begin"):
                         callback.on_block_begin(stage)
+                stage_label = (
+                    f"Block {stage + 1}/{self.num_blocks} "
+                    f"({self.blocks[stage].name})"
+                    if stage is not None
+                    else f"{schedule} training"
+                )
                 history = super().fit(
                     x,
                     y,
                     batch_size=batch_size,
                     epochs=stage_epochs,
                     verbose=verbose,
-                    callbacks=callbacks,
+                    callbacks=callbacks + [NaNGuard(stage_label)],
                     **kwargs,
                 )
                 block_histories.append(dict(history.history))

@@ -95,7 +95,12 @@ def _log_power_trace(a, alpha):
             left = ops.matmul(left, a)
         right = left if k - p == p else ops.matmul(left, a)
         return ops.log(ops.maximum(ops.sum(left * right), _EIGENVALUE_FLOOR))
-    eigenvalues, _ = ops.eigh(a)
+    # A non-finite matrix (a diverged block) makes some eigensolvers raise
+    # (TensorFlow, torch): solve a harmless identity instead and return NaN,
+    # which the trainer reports with the block and the term.
+    finite = ops.all(ops.isfinite(a))
+    eye = ops.eye(ops.shape(a)[0], dtype=a.dtype)
+    eigenvalues, _ = ops.eigh(ops.where(finite, a, eye))
     eigenvalues = ops.maximum(eigenvalues, 0.0)
     eigenvalues = eigenvalues / ops.maximum(
         ops.sum(eigenvalues), _EIGENVALUE_FLOOR
@@ -113,7 +118,8 @@ def _log_power_trace(a, alpha):
     terms = terms - ops.where(
         positive, ops.zeros_like(eigenvalues), eigenvalues
     )
-    return ops.log1p(ops.maximum(ops.sum(terms), _EIGENVALUE_FLOOR - 1.0))
+    value = ops.log1p(ops.maximum(ops.sum(terms), _EIGENVALUE_FLOOR - 1.0))
+    return ops.where(finite, value, ops.full_like(value, float("nan")))
 
 
 def renyi_entropy(gram, alpha=1.01, normalize=True):

@@ -113,6 +113,13 @@ class RenyiEntropyTest(TestCase):
                 )
                 self.assertAllFinite(gradient, msg=f"{name}, alpha={alpha}")
 
+    def test_non_finite_gram_gives_nan_not_an_error(self):
+        gram = np.eye(4, dtype="float32")
+        gram[0, 1] = gram[1, 0] = np.nan
+        for alpha in (1.01, 0.5):
+            value = ops.convert_to_numpy(renyi.renyi_entropy(gram, alpha=alpha))
+            self.assertTrue(np.isnan(value))
+
     def test_bad_alpha(self):
         for alpha in (1, 1.0, 0, -2, float("inf"), "2", None, True):
             with pytest.raises(ValueError, match="`alpha` should be"):
