@@ -6,6 +6,7 @@ from keras_dib import datasets
 from keras_dib import losses
 from keras_dib import models
 from keras_dib import ops
+from keras_dib.export import export_for_serving
 from keras_dib.losses import DIB
 from keras_dib.losses import HSICBottleneck
 from keras_dib.losses import LocalObjective
@@ -27,6 +28,7 @@ __all__ = [
     "build_resnet",
     "build_vgg",
     "datasets",
+    "export_for_serving",
     "losses",
     "models",
     "ops",

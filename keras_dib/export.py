@@ -1,0 +1,175 @@
+"""Export a trained model as a TensorFlow SavedModel for TF Serving."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import keras
+import numpy as np
+
+
+def _tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "export_for_serving needs TensorFlow to write a SavedModel. "
+            "Install it with `pip install tensorflow`."
+        ) from error
+    return tf
+
+
+def _as_channel_vector(name, value, channels):
+    if value is None:
+        return None
+    array = np.asarray(value, dtype="float32").reshape(-1)
+    if array.size == 1:
+        array = np.repeat(array, channels)
+    if array.size != channels or not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"`{name}` should be a finite number or one value per channel "
+            f"({channels}). Received: {name}={value!r}"
+        )
+    if name == "std" and np.any(array <= 0):
+        raise ValueError(f"`std` should be > 0. Received: std={value!r}")
+    return array
+
+
+def export_for_serving(model, path, mean=None, std=None):
+    """Writes a SavedModel whose signatures return class probabilities.
+
+    The SavedModel has two signatures, both taking a batch of raw images
+    (pixel values 0-255, shape `(batch,) + input_shape`) and returning
+    `{"probabilities": softmax(logits)}`:
+
+    - `serving_default`: float32 images;
+    - `serving_uint8`: uint8 images.
+
+    The normalisation the model was trained with, `(x - mean) / std` per
+    channel (see `keras_dib.datasets`), is applied inside the SavedModel, so
+    clients send raw pixels. The model may have been trained on any
+    backend: under JAX or PyTorch it is saved to a `.keras` file and
+    exported by a TensorFlow-backend subprocess (TensorFlow must be
+    installed).
+
+    Args:
+        model: a built Keras model returning logits (for example a trained
+            `keras_dib.GreedyLayerwiseModel`).
+        path: the SavedModel directory to write.
+        mean: optional per-channel mean (a number or one per channel),
+            on the 0-255 scale. Defaults to None (no centring).
+        std: optional per-channel standard deviation, same form. Defaults to
+            None (no scaling).
+
+    Returns:
+        The `path` written.
+
+    Example:
+
+    >>> keras_dib.export_for_serving(model, "serving/gtsrb/1",
+    ...                              mean=[86.7, 79.6, 81.9],
+    ...                              std=[68.3, 65.1, 67.7])
+    >>> # tensorflow_model_server --rest_api_port=8501 \\
+    >>> #   --model_name=gtsrb --model_base_path=$PWD/serving/gtsrb
+
+    References:
+        - TensorFlow Serving REST API:
+          https://www.tensorflow.org/tfx/serving/api_rest
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            f"`model` should be a built Keras model. Received: model={model!r}"
+        )
+    input_shape = (
+        tuple(model.input_shape[1:])
+        if _has_input_shape(model)
+        else (tuple(getattr(model, "_expected_input_shape", ())))
+    )
+    if not input_shape or None in input_shape:
+        raise ValueError(
+            "Cannot tell the model's input shape; build it with a static "
+            f"image shape. Received: input_shape={input_shape}"
+        )
+    channels = input_shape[-1]
+    mean = _as_channel_vector("mean", mean, channels)
+    std = _as_channel_vector("std", std, channels)
+    path = os.fspath(path)
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_subprocess(model, path, mean, std)
+    tf = _tensorflow()
+
+    def probabilities(images):
+        x = keras.ops.cast(images, "float32")
+        if mean is not None:
+            x = x - mean
+        if std is not None:
+            x = x / std
+        logits = model(x, training=False)
+        return {
+            "probabilities": keras.ops.softmax(
+                keras.ops.cast(logits, "float32")
+            )
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        probabilities,
+        input_signature=[
+            tf.TensorSpec((None,) + input_shape, tf.float32, name="images")
+        ],
+    )
+    archive.add_endpoint(
+        "serving_uint8",
+        probabilities,
+        input_signature=[
+            tf.TensorSpec((None,) + input_shape, tf.uint8, name="images")
+        ],
+    )
+    archive.write_out(path, verbose=False)
+    return path
+
+
+def _has_input_shape(model):
+    try:
+        return model.input_shape is not None
+    except (AttributeError, ValueError):
+        return False
+
+
+_SUBPROCESS = """
+import sys, numpy as np, keras, keras_dib
+model = keras.saving.load_model(sys.argv[1])
+mean = None if sys.argv[3] == "none" else np.load(sys.argv[3])
+std = None if sys.argv[4] == "none" else np.load(sys.argv[4])
+keras_dib.export_for_serving(model, sys.argv[2], mean=mean, std=std)
+"""
+
+
+def _export_in_subprocess(model, path, mean, std):
+    with tempfile.TemporaryDirectory() as temp:
+        model_path = os.path.join(temp, "model.keras")
+        model.save(model_path)
+        arguments = []
+        for name, value in (("mean", mean), ("std", std)):
+            if value is None:
+                arguments.append("none")
+            else:
+                file = os.path.join(temp, f"{name}.npy")
+                np.save(file, value)
+                arguments.append(file)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        result = subprocess.run(
+            [sys.executable, "-c", _SUBPROCESS, model_path, path, *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                "Exporting through a TensorFlow-backend subprocess failed "
+                "(is TensorFlow installed?):\n" + result.stderr[-3000:]
+            )
+    return path
