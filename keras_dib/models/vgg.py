@@ -132,6 +132,11 @@ def build_vgg(
             "`input_shape` should be (height, width, channels). "
             f"Received: input_shape={input_shape}"
         )
+    if any(size is not None and size < 32 for size in input_shape[:2]):
+        raise ValueError(
+            "VGG halves the image 5 times, so `input_shape` needs a height "
+            f"and width of at least 32. Received: input_shape={input_shape}"
+        )
     blocks = []
     for stage_index, stage in enumerate(VGG_STAGES[depth]):
         stage_layers = []
