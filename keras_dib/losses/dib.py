@@ -247,7 +247,9 @@ class DIB(LocalObjective):
         )
         if self.compression == "entropy":
             return renyi.renyi_entropy(gram_t, alpha=self.alpha)
-        target = inputs if self.compression == "input" else block_inputs
+        target = ops.convert_to_tensor(
+            inputs if self.compression == "input" else block_inputs
+        )
         gram_c = ops.stop_gradient(
             kernels.gaussian_gram(
                 ops.stop_gradient(target),

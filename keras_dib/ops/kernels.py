@@ -113,15 +113,18 @@ def kernel_width(x, rule="knn", num_neighbors=10):
     n = x.shape[0]
     if rule == "knn":
         distances = pairwise_squared_distances(x)
+        # With a static batch size, batches smaller than num_neighbors + 1
+        # use every other sample; a dynamic batch size (TensorFlow traces
+        # NumPy-fed steps with shape (None, ...)) needs batches of more
+        # than num_neighbors samples.
         if n is None:
-            raise ValueError(
-                "The 'knn' kernel width needs a static batch size. "
-                f"Received: x.shape={x.shape}"
-            )
-        k = min(num_neighbors, n - 1) if n > 1 else 1
+            k = num_neighbors
+        else:
+            k = min(num_neighbors, n - 1) if n > 1 else 1
         # Exclude each sample itself by giving the diagonal a huge distance.
         big = ops.max(distances) + 1.0
-        distances = distances + big * ops.eye(n, dtype="float32")
+        eye = ops.eye(ops.shape(x)[0], dtype="float32")
+        distances = distances + big * eye
         nearest, _ = ops.top_k(-distances, k=k)
         sigma = ops.mean(ops.sqrt(ops.maximum(-nearest, 0.0)))
     else:

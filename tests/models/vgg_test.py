@@ -1,0 +1,95 @@
+"""Tests of keras_dib.models.vgg.build_vgg."""
+
+import numpy as np
+
+from keras_dib.models import GreedyLayerwiseModel
+from keras_dib.models import build_vgg
+from keras_dib.models.vgg import VGG_STAGES
+from keras_dib.testing import TestCase
+
+
+def _manual_param_count(depth, width, num_classes, channels_in=3):
+    """Parameters of build_vgg's inference network (BN: 4 per channel)."""
+    total = 0
+    for stage in VGG_STAGES[depth]:
+        for filters in stage:
+            channels = max(filters * width // 64, 1)
+            total += 9 * channels_in * channels + 4 * channels
+            channels_in = channels
+    return total + channels_in * num_classes + num_classes
+
+
+class BuildVGGTest(TestCase):
+    def test_block_counts(self):
+        for depth, layers in ((11, 8), (13, 10), (16, 13), (19, 16)):
+            model = build_vgg(depth, width=1, num_classes=3)
+            self.assertIsInstance(model, GreedyLayerwiseModel)
+            self.assertEqual(model.num_blocks, layers)
+            self.assertEqual(len(model.auxiliary_heads), layers - 1)
+            model = build_vgg(depth, width=1, granularity="stage")
+            self.assertEqual(model.num_blocks, 5)
+            self.assertEqual(len(model.auxiliary_heads), 4)
+
+    def test_output_shape(self):
+        model = build_vgg(11, num_classes=7, width=4)
+        x = np.zeros((2, 32, 32, 3), dtype="float32")
+        self.assertEqual(tuple(model(x).shape), (2, 7))
+        model = build_vgg(
+            13, num_classes=5, width=4, input_shape=(32, 32, 1), name="tiny"
+        )
+        self.assertEqual(model.name, "tiny")
+        x = np.zeros((3, 32, 32, 1), dtype="float32")
+        self.assertEqual(tuple(model(x).shape), (3, 5))
+
+    def test_width_scaling(self):
+        for depth, width in ((11, 16), (16, 8)):
+            model = build_vgg(depth, num_classes=10, width=width)
+            inference = (
+                sum(block.count_params() for block in model.blocks)
+                + model.head.count_params()
+            )
+            self.assertEqual(
+                inference, _manual_param_count(depth, width, num_classes=10)
+            )
+        # Channels of the first and last convolutions at width 16.
+        model = build_vgg(11, width=16, granularity="stage")
+        first = model.blocks[0].layers[0]
+        last_convs = [
+            layer for layer in model.blocks[-1].layers if "conv" in layer.name
+        ]
+        self.assertEqual(first.filters, 16)
+        self.assertEqual(last_convs[-1].filters, 128)
+
+    def test_without_batch_norm(self):
+        model = build_vgg(11, width=4, batch_norm=False, granularity="stage")
+        names = [layer.name for block in model.blocks for layer in block.layers]
+        self.assertFalse(any("bn" in name for name in names))
+        self.assertTrue(model.blocks[0].layers[0].use_bias)
+
+    def test_head_arguments(self):
+        model = build_vgg(
+            11,
+            width=4,
+            head_grid_size=1,
+            head_conv_filters=3,
+            head_hidden_units=6,
+            head_pooling="max",
+        )
+        head = model.auxiliary_heads[0]
+        self.assertEqual(
+            (head.grid_size, head.conv_filters, head.hidden_units),
+            (1, 3, 6),
+        )
+        self.assertEqual(head.pooling, "max")
+
+    def test_bad_arguments(self):
+        for kwargs, name in (
+            ({"depth": 12}, "depth"),
+            ({"width": 0}, "width"),
+            ({"width": 1.5}, "width"),
+            ({"granularity": "x"}, "granularity"),
+            ({"num_classes": 1}, "num_classes"),
+            ({"input_shape": (32, 32)}, "input_shape"),
+        ):
+            with self.assertRaisesRegex(ValueError, name, msg=str(kwargs)):
+                build_vgg(**kwargs)
