@@ -1,0 +1,446 @@
+"""Shared flags and training logic of the image-classification examples.
+
+`examples/gtsrb.py`, `examples/cifar10.py` and `examples/cifar100.py` are
+thin wrappers around `main` below; `benchmarks/accuracy.py` reuses the data,
+model and training helpers, so that the examples and the benchmark train
+exactly the same way.
+
+The recipe (the one of `BASELINES.md`): VGG-11 with batch normalization,
+inputs standardised per channel, SGD with momentum 0.9 and weight decay
+5e-4, and a cosine learning-rate decay that restarts for every block of a
+greedy run (the model rebuilds its optimizer from the compile config at the
+start of each block, so a schedule whose `decay_steps` covers one block
+decays to zero once per block).
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+import keras_dib  # noqa: E402
+from keras_dib import datasets  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MODES = ("greedy_dib", "greedy_ce", "end_to_end")
+
+# Display names, number of classes and whether a horizontal flip is a valid
+# augmentation (not for traffic signs: a mirrored "turn left" is "turn
+# right").
+DATASETS = {
+    "gtsrb": {"title": "GTSRB 32x32", "num_classes": 43, "flip": False},
+    "cifar10": {
+        "title": "CIFAR-10 (JPEG copy)",
+        "num_classes": 10,
+        "flip": True,
+    },
+    "cifar100": {"title": "CIFAR-100", "num_classes": 100, "flip": True},
+}
+
+# The `--quick` smoke-run settings.
+QUICK = {
+    "width": 8,
+    "granularity": "stage",
+    "train_size": 2000,
+    "test_size": 1000,
+    "epochs_per_block": 1,
+    "epochs": 2,
+}
+
+
+def default_data_dir(dataset):
+    """`../shared/data/<dataset>` next to the repository, if it exists."""
+    path = os.path.join(os.path.dirname(ROOT), "shared", "data", dataset)
+    return path if os.path.isdir(path) else None
+
+
+def define_flags(dataset):
+    """Defines the command-line flags shared by the examples."""
+    flags.DEFINE_string(
+        "data_dir",
+        default_data_dir(dataset),
+        "Folder of the data set (default: ../shared/data/<dataset> relative "
+        "to the repository root when it exists, else the Keras cache, "
+        "downloading if needed).",
+    )
+    flags.DEFINE_integer("depth", 11, "VGG depth: 11, 13, 16 or 19.")
+    flags.DEFINE_integer("width", 64, "Channels of the first VGG layer.")
+    flags.DEFINE_enum(
+        "granularity",
+        "layer",
+        ["layer", "stage"],
+        "One greedy block per convolution or per VGG stage.",
+    )
+    flags.DEFINE_integer(
+        "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
+    )
+    flags.DEFINE_integer("epochs_per_block", 5, "Epochs per greedy block.")
+    flags.DEFINE_integer("epochs", 30, "Epochs of end-to-end training.")
+    flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+    flags.DEFINE_float("alpha", 1.01, "Order of the Renyi entropy (DIB).")
+    flags.DEFINE_float("beta", 0.01, "Weight of the DIB compression term.")
+    flags.DEFINE_enum(
+        "compression",
+        "input",
+        ["input", "block_input", "entropy"],
+        "Compression target of the DIB term.",
+    )
+    flags.DEFINE_enum("mode", "greedy_dib", list(MODES), "Training mode.")
+    flags.DEFINE_bool(
+        "augment", False, "Pad-4 random crops (and flips for CIFAR)."
+    )
+    flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate.")
+    flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer.")
+    flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.")
+    flags.DEFINE_integer(
+        "train_size", 0, "Training images used (0: all of them)."
+    )
+    flags.DEFINE_integer("test_size", 0, "Test images used (0: all of them).")
+    flags.DEFINE_string(
+        "output_dir", None, f"Output folder. Default: runs/{dataset}."
+    )
+    flags.DEFINE_bool(
+        "quick",
+        False,
+        "Smoke run: width 8, one block per stage, 2000 training and 1000 "
+        "test images, 1 epoch per block (2 end to end); flags given "
+        "explicitly take precedence.",
+    )
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_integer("verbose", 1, "Keras verbosity (0, 1 or 2).")
+
+
+# === Data ===
+
+
+def _subset(x, y, size, seed):
+    """A random subset of `size` samples (all of them if `size` is 0)."""
+    if not size or size >= len(x):
+        return x, y
+    index = np.sort(np.random.default_rng(seed).permutation(len(x))[:size])
+    return x[index], y[index]
+
+
+def load_arrays(dataset, data_dir, train_size=0, test_size=0, seed=0):
+    """Loads a data set as uint8 arrays, optionally subsampled.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`.
+    """
+    if dataset == "gtsrb":
+        (x_train, y_train, _), test = datasets.load_gtsrb(data_dir)
+    elif dataset == "cifar10":
+        (x_train, y_train), test = datasets.load_cifar10(data_dir)
+    elif dataset == "cifar100":
+        (x_train, y_train), test = datasets.load_cifar100(data_dir)
+    else:
+        raise ValueError(
+            f"`dataset` should be one of {sorted(DATASETS)}. "
+            f"Received: dataset={dataset!r}"
+        )
+    train = _subset(x_train, y_train, train_size, seed)
+    test = _subset(test[0], test[1], test_size, seed + 1)
+    return train, test
+
+
+def make_pipelines(dataset, train, test, batch_size, augment, seed):
+    """Training and test pipelines, standardised with training statistics.
+
+    Returns:
+        `(train_pipeline, test_pipeline, steps_per_epoch)`.
+    """
+    x_train, y_train = train
+    pixels = x_train.reshape(-1, x_train.shape[-1]).astype("float64")
+    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    train_pipeline = datasets.make_pipeline(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        training=True,
+        augment=augment,
+        flip=augment and DATASETS[dataset]["flip"],
+        seed=seed,
+        mean=mean,
+        std=std,
+    )
+    train_pipeline = _static_batch_size(train_pipeline, batch_size)
+    test_pipeline = datasets.make_pipeline(
+        test[0],
+        test[1],
+        batch_size=batch_size,
+        training=False,
+        mean=mean,
+        std=std,
+    )
+    # The training pipeline drops the last partial batch.
+    return train_pipeline, test_pipeline, len(x_train) // batch_size
+
+
+def _static_batch_size(pipeline, batch_size):
+    """Gives a `tf.data` training pipeline a static batch dimension.
+
+    The training batches all have `batch_size` samples (the last partial
+    batch is dropped) but the `tf.data` pipeline declares the batch axis as
+    `None`; on the TensorFlow backend the traced train step then sees a
+    dynamic batch size, which the "knn" kernel width of the DIB term does
+    not accept. The only TensorFlow-specific code of the examples, imported
+    lazily, and only for a `tf.data` pipeline.
+    """
+    if not hasattr(pipeline, "element_spec"):
+        return pipeline
+    import tensorflow as tf
+
+    def ensure(x, y):
+        x = tf.ensure_shape(x, [batch_size] + list(x.shape[1:]))
+        return x, tf.ensure_shape(y, [batch_size])
+
+    return pipeline.map(ensure).prefetch(tf.data.AUTOTUNE)
+
+
+# === Model ===
+
+
+def build_model(num_classes, depth=11, width=64, granularity="layer", **kw):
+    """A VGG with batch normalization, as a `GreedyLayerwiseModel`."""
+    return keras_dib.build_vgg(
+        depth,
+        num_classes=num_classes,
+        width=width,
+        granularity=granularity,
+        **kw,
+    )
+
+
+def compile_model(
+    model,
+    mode,
+    steps_per_stage,
+    learning_rate=0.05,
+    optimizer="sgd",
+    weight_decay=5e-4,
+    alpha=1.01,
+    beta=0.01,
+    compression="input",
+):
+    """Compiles `model` for one training mode.
+
+    `steps_per_stage` is the number of steps of one greedy block (or of the
+    whole end-to-end run): the cosine decay reaches 0 after that many steps
+    and restarts with each block's fresh optimizer.
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(1, steps_per_stage)
+    )
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=0.9, weight_decay=weight_decay
+        )
+    else:
+        opt = keras.optimizers.AdamW(
+            learning_rate=schedule, weight_decay=weight_decay
+        )
+    if mode == "greedy_dib":
+        loss = keras_dib.DIB(alpha=alpha, beta=beta, compression=compression)
+    else:
+        # Cross-entropy only: the greedy baseline, and the end-to-end loss.
+        loss = keras_dib.LocalObjective()
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def train(model, train_pipeline, mode, epochs_per_block, epochs, verbose=1):
+    """Fits `model` greedily or end to end.
+
+    Returns:
+        `(history, wall_time_seconds)`.
+    """
+    start = time.perf_counter()
+    if mode == "end_to_end":
+        history = model.fit(
+            train_pipeline,
+            epochs=epochs,
+            schedule="end_to_end",
+            verbose=verbose,
+        )
+    else:
+        history = model.fit(
+            train_pipeline, epochs=epochs_per_block, verbose=verbose
+        )
+    return history, time.perf_counter() - start
+
+
+def block_history(history):
+    """Per-block lists of the history's metrics (one dict per block)."""
+    blocks = getattr(history, "block_histories", None) or [history.history]
+    return [
+        {key: [float(v) for v in values] for key, values in block.items()}
+        for block in blocks
+    ]
+
+
+def device_description():
+    """ "CPU (N cores)" or the accelerator's name, for the reports."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return device.device_kind
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return details.get("device_name", gpus[0].name)
+    return f"CPU ({len(os.sched_getaffinity(0))} cores)"
+
+
+def settings_from_flags(flag_values):
+    """The run settings as a dict, with `--quick` applied."""
+    names = [
+        "data_dir",
+        "depth",
+        "width",
+        "granularity",
+        "head_grid_size",
+        "epochs_per_block",
+        "epochs",
+        "batch_size",
+        "alpha",
+        "beta",
+        "compression",
+        "mode",
+        "augment",
+        "learning_rate",
+        "optimizer",
+        "weight_decay",
+        "train_size",
+        "test_size",
+        "seed",
+    ]
+    settings = {name: flag_values[name].value for name in names}
+    if flag_values.quick:
+        # `--quick` sets what was not given explicitly on the command line.
+        settings.update(
+            {k: v for k, v in QUICK.items() if not flag_values[k].present}
+        )
+    settings["quick"] = flag_values.quick
+    return settings
+
+
+def run(dataset, settings, output_dir=None, verbose=1):
+    """Trains, evaluates and (optionally) saves one model.
+
+    Args:
+        dataset: "gtsrb", "cifar10" or "cifar100".
+        settings: dict of the flags of `define_flags` (see
+            `settings_from_flags`).
+        output_dir: folder for `<dataset>_<mode>.keras` and
+            `<dataset>_<mode>.json`; None saves nothing.
+        verbose: Keras verbosity.
+
+    Returns:
+        `(model, summary, test_pipeline)`: the trained model, a JSON-able
+        dict of the results and the test pipeline.
+    """
+    s = settings
+    keras.utils.set_random_seed(s["seed"])
+    train_arrays, test_arrays = load_arrays(
+        dataset, s["data_dir"], s["train_size"], s["test_size"], s["seed"]
+    )
+    train_pipeline, test_pipeline, steps = make_pipelines(
+        dataset,
+        train_arrays,
+        test_arrays,
+        s["batch_size"],
+        s["augment"],
+        s["seed"],
+    )
+    model = build_model(
+        DATASETS[dataset]["num_classes"],
+        depth=s["depth"],
+        width=s["width"],
+        granularity=s["granularity"],
+        head_grid_size=s["head_grid_size"],
+    )
+    stage_epochs = (
+        s["epochs"] if s["mode"] == "end_to_end" else s["epochs_per_block"]
+    )
+    compile_model(
+        model,
+        s["mode"],
+        steps * stage_epochs,
+        learning_rate=s["learning_rate"],
+        optimizer=s["optimizer"],
+        weight_decay=s["weight_decay"],
+        alpha=s["alpha"],
+        beta=s["beta"],
+        compression=s["compression"],
+    )
+    history, wall_time = train(
+        model,
+        train_pipeline,
+        s["mode"],
+        s["epochs_per_block"],
+        s["epochs"],
+        verbose=verbose,
+    )
+    results = model.evaluate(test_pipeline, verbose=0, return_dict=True)
+    total_epochs = len(history.history.get("loss", []))
+    summary = {
+        "dataset": DATASETS[dataset]["title"],
+        "mode": s["mode"],
+        "model": f"VGG-{s['depth']}-BN width {s['width']} "
+        f"({model.num_blocks} blocks, granularity {s['granularity']})",
+        "test_accuracy": float(results["accuracy"]),
+        "test_loss": float(results["loss"]),
+        "train_images": int(len(train_arrays[0])),
+        "test_images": int(len(test_arrays[0])),
+        "wall_time_s": round(wall_time, 2),
+        "images_per_s": round(
+            total_epochs * steps * s["batch_size"] / wall_time, 1
+        ),
+        "block_history": block_history(history),
+        "settings": dict(s),
+        "backend": keras.backend.backend(),
+        "device": device_description(),
+        "keras_version": keras.__version__,
+        "keras_dib_version": keras_dib.__version__,
+    }
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        name = f"{dataset}_{s['mode']}"
+        model.save(os.path.join(output_dir, f"{name}.keras"))
+        with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return model, summary, test_pipeline
+
+
+def main(dataset, flag_values):
+    """The body of every example script: train, evaluate, save, report."""
+    settings = settings_from_flags(flag_values)
+    output_dir = flag_values.output_dir or os.path.join("runs", dataset)
+    _, summary, _ = run(
+        dataset, settings, output_dir, verbose=flag_values.verbose
+    )
+    print(
+        f"{summary['dataset']}, {summary['mode']}: test accuracy "
+        f"{summary['test_accuracy']:.2%} after {summary['wall_time_s']:.0f} s "
+        f"of training on {summary['device']} ({summary['backend']}). "
+        f"Saved to {output_dir}/{dataset}_{summary['mode']}.{{keras,json}}."
+    )
+    return summary

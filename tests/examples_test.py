@@ -1,0 +1,63 @@
+"""Smoke test of the example scripts: `examples/gtsrb.py --quick`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_dib.testing import shared_data_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _gtsrb_dir():
+    shared = shared_data_dir()
+    path = shared and os.path.join(shared, "gtsrb")
+    return path if path and os.path.isdir(path) else None
+
+
+@pytest.mark.skipif(_gtsrb_dir() is None, reason="no shared GTSRB data")
+def test_gtsrb_quick(tmp_path):
+    output_dir = str(tmp_path / "run")
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    completed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "gtsrb.py"),
+            "--quick",
+            f"--data_dir={_gtsrb_dir()}",
+            f"--output_dir={output_dir}",
+            # Kept short: alpha=2 needs no eigendecomposition (a faster
+            # compile), and 4 epochs a block (instead of --quick's 1) let
+            # the batch-normalization moving averages settle enough for
+            # the test accuracy to be clearly above chance.
+            "--alpha=2",
+            "--epochs_per_block=4",
+            "--verbose=0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert os.path.isfile(os.path.join(output_dir, "gtsrb_greedy_dib.keras"))
+    with open(os.path.join(output_dir, "gtsrb_greedy_dib.json")) as f:
+        summary = json.load(f)
+    assert summary["backend"] == keras.backend.backend()
+    assert summary["mode"] == "greedy_dib"
+    assert summary["settings"]["quick"] is True
+    # --quick's settings, except the flags given explicitly.
+    assert summary["settings"]["width"] == 8
+    assert summary["settings"]["epochs_per_block"] == 4
+    assert summary["settings"]["alpha"] == 2
+    assert summary["train_images"] == 2000
+    assert summary["test_images"] == 1000
+    # One history per greedy block (VGG-11 has 5 stages).
+    assert len(summary["block_history"]) == 5
+    # Better than chance (1/43) on the held-out test images.
+    assert summary["test_accuracy"] > 1.0 / 43
