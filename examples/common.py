@@ -50,8 +50,10 @@ QUICK = {
     "granularity": "stage",
     "train_size": 2000,
     "test_size": 1000,
-    "epochs_per_block": 1,
-    "epochs": 2,
+    # One epoch per block barely moves the batch-norm statistics (5% test
+    # accuracy measured on CPU, JAX); three gave 8% in 20 s of training.
+    "epochs_per_block": 3,
+    "epochs": 5,
 }
 
 

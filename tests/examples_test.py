@@ -31,7 +31,7 @@ def test_gtsrb_quick(tmp_path):
             f"--data_dir={_gtsrb_dir()}",
             f"--output_dir={output_dir}",
             # Kept short: alpha=2 needs no eigendecomposition (a faster
-            # compile), and 4 epochs a block (instead of --quick's 1) let
+            # compile), and 4 epochs a block (instead of --quick's 3) let
             # the batch-normalization moving averages settle enough for
             # the test accuracy to be clearly above chance.
             "--alpha=2",
