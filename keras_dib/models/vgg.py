@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_dib.models.builder_checks import check_builder_arguments
 from keras_dib.models.greedy import GreedyLayerwiseModel
 from keras_dib.models.heads import AuxiliaryHead
 
@@ -103,35 +104,15 @@ def build_vgg(
           Large-Scale Image Recognition", ICLR 2015.
           https://arxiv.org/abs/1409.1556
     """
-    if depth not in VGG_STAGES:
-        raise ValueError(
-            f"`depth` should be one of {sorted(VGG_STAGES)}. "
-            f"Received: depth={depth!r}"
-        )
-    if granularity not in GRANULARITIES:
-        raise ValueError(
-            f"`granularity` should be one of {GRANULARITIES}. "
-            f"Received: granularity={granularity!r}"
-        )
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(
-            f"`width` should be a positive integer. Received: width={width!r}"
-        )
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, int)
-        or num_classes < 2
-    ):
-        raise ValueError(
-            "`num_classes` should be an integer >= 2. "
-            f"Received: num_classes={num_classes!r}"
-        )
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            "`input_shape` should be (height, width, channels). "
-            f"Received: input_shape={input_shape}"
-        )
+    input_shape = check_builder_arguments(
+        depth,
+        VGG_STAGES,
+        granularity,
+        GRANULARITIES,
+        width,
+        num_classes,
+        input_shape,
+    )
     if any(size is not None and size < 32 for size in input_shape[:2]):
         raise ValueError(
             "VGG halves the image 5 times, so `input_shape` needs a height "
