@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_dib.losses.dib import LocalObjective
+from keras_dib.models import checkpointing
 from keras_dib.models.heads import AuxiliaryHead
 from keras_dib.models.validation import NaNGuard
 from keras_dib.models.validation import validate_fit_inputs
@@ -419,6 +420,7 @@ class GreedyLayerwiseModel(keras.Model):
         callbacks=None,
         schedule="sequential",
         block_optimizer=None,
+        checkpoint_dir=None,
         **kwargs,
     ):
         """Trains the model block by block (or with another schedule).
@@ -441,6 +443,19 @@ class GreedyLayerwiseModel(keras.Model):
             block_optimizer: optional callable `block_index -> optimizer`
                 giving each block its own optimizer; by default the
                 compiled optimizer is rebuilt from its config per block.
+            checkpoint_dir: optional folder. After every epoch the fit's
+                state (all model variables, the optimizer of the block
+                being trained, the block and epoch reached, the History)
+                is written there atomically; calling the same `fit` again
+                after a crash or a kill resumes from the last complete
+                epoch, never retraining a finished block, and a fit that
+                had finished returns at once. With NumPy arrays the data
+                order is drawn from a seed stored in the checkpoint, so a
+                resumed fit ends with the same weights as an uninterrupted
+                one (same backend). A `tf.data.Dataset` or `PyDataset`
+                restarts its own order on resume. A checkpoint written by
+                a different fit (other schedule, epochs, batch size or
+                model) is refused, not overwritten.
 
         Callbacks are called once per block for `on_train_begin/end`, as
         each block is an ordinary Keras `fit`; a callback may also define
@@ -465,10 +480,12 @@ class GreedyLayerwiseModel(keras.Model):
             )
         if schedule != "end_to_end":
             self._objective()
-        if kwargs.get("initial_epoch", 0):
+        initial_epoch = kwargs.pop("initial_epoch", 0)
+        if initial_epoch:
             raise ValueError(
-                "`initial_epoch` is not supported by the greedy schedules. "
-                f"Received: initial_epoch={kwargs['initial_epoch']}"
+                "`initial_epoch` is not supported by the greedy schedules "
+                "(resume with `checkpoint_dir` instead). Received: "
+                f"initial_epoch={initial_epoch}"
             )
         if block_optimizer is not None and not callable(block_optimizer):
             raise ValueError(
@@ -481,6 +498,30 @@ class GreedyLayerwiseModel(keras.Model):
         validate_fit_inputs(
             self, x, y, batch_size, kwargs.get("validation_data")
         )
+        checkpoint = None
+        saved = None
+        if checkpoint_dir is not None:
+            checkpoint = checkpointing.FitCheckpoint(
+                checkpoint_dir,
+                self._fit_fingerprint(schedule, epochs_per_block, batch_size),
+            )
+            saved = checkpoint.load()
+            if saved is not None:
+                checkpointing.restore_variables(
+                    self.variables,
+                    saved["model_values"],
+                    "model",
+                    checkpoint.path,
+                )
+            checkpoint.remove_stale_temporaries()
+            x, y, batch_size, kwargs = self._arrays_for_checkpointing(
+                x, y, batch_size, kwargs
+            )
+            seed = (
+                saved["seed"]
+                if saved is not None
+                else int(np.random.randint(0, 2**31 - 1))
+            )
         compile_config = self.get_compile_config()
         trainable_state = [
             (layer, layer.trainable)
@@ -492,14 +533,65 @@ class GreedyLayerwiseModel(keras.Model):
         )
         merged = {"block": []}
         block_histories = []
+        if saved is not None:
+            merged = saved["history"]
+            block_histories = saved["block_histories"]
         try:
-            for stage, stage_epochs in zip(stages, epochs_per_block):
+            for position, (stage, stage_epochs) in enumerate(
+                zip(stages, epochs_per_block)
+            ):
                 if stage_epochs == 0:
                     continue
+                initial_epoch = 0
+                stage_history = {}
+                if saved is not None and position < saved["position"]:
+                    continue
+                if saved is not None and position == saved["position"]:
+                    stage_history = saved["stage_history"]
+                    initial_epoch = saved["epochs_done"]
+                    if initial_epoch >= stage_epochs:
+                        self._merge_stage_history(
+                            merged, block_histories, stage, stage_history
+                        )
+                        continue
                 self._enter_stage(
                     schedule, stage, compile_config, block_optimizer
                 )
-                self._print_stage(schedule, stage, stage_epochs, verbose)
+                if initial_epoch:
+                    checkpointing.restore_variables(
+                        self.optimizer.variables,
+                        saved["optimizer_values"],
+                        "optimizer",
+                        checkpoint.path,
+                    )
+                self._print_stage(
+                    schedule, stage, stage_epochs, verbose, initial_epoch
+                )
+                stage_callbacks = []
+                stage_x = x
+                if checkpoint is not None:
+                    stage_callbacks.append(
+                        checkpointing.CheckpointCallback(
+                            checkpoint,
+                            {
+                                "position": position,
+                                "stage": stage,
+                                "seed": seed,
+                                "history": merged,
+                                "block_histories": block_histories,
+                            },
+                            {k: list(v) for k, v in stage_history.items()},
+                        )
+                    )
+                    if isinstance(x, tuple):
+                        stage_x = checkpointing.ShuffledArrays(
+                            x,
+                            batch_size,
+                            seed,
+                            position,
+                            initial_epoch,
+                            shuffle=kwargs.get("shuffle", True),
+                        )
                 for callback in callbacks:
                     if hasattr(callback, "on_block_begin"):
                         callback.on_block_begin(stage)
@@ -509,25 +601,30 @@ class GreedyLayerwiseModel(keras.Model):
                     if stage is not None
                     else f"{schedule} training"
                 )
+                stage_kwargs = dict(kwargs)
+                if stage_x is not x:
+                    stage_kwargs["shuffle"] = False
                 history = super().fit(
-                    x,
-                    y,
-                    batch_size=batch_size,
+                    stage_x,
+                    y if stage_x is x else None,
+                    batch_size=batch_size if stage_x is x else None,
                     epochs=stage_epochs,
                     verbose=verbose,
-                    callbacks=callbacks + [NaNGuard(stage_label)],
-                    **kwargs,
+                    callbacks=callbacks
+                    + [NaNGuard(stage_label)]
+                    + stage_callbacks,
+                    initial_epoch=initial_epoch,
+                    **stage_kwargs,
                 )
-                block_histories.append(dict(history.history))
                 for key, values in history.history.items():
-                    merged.setdefault(key, [])
-                    merged[key].extend(values)
-                merged["block"].extend(
-                    [stage if stage is not None else -1] * len(history.epoch)
+                    stage_history.setdefault(key, [])
+                    stage_history[key] = stage_history[key] + list(values)
+                self._merge_stage_history(
+                    merged, block_histories, stage, stage_history
                 )
                 for callback in callbacks:
                     if hasattr(callback, "on_block_end"):
-                        logs = {k: v[-1] for k, v in history.history.items()}
+                        logs = {k: v[-1] for k, v in stage_history.items()}
                         callback.on_block_end(stage, logs)
         finally:
             self._schedule = None
@@ -546,9 +643,57 @@ class GreedyLayerwiseModel(keras.Model):
         self.history = result
         return result
 
-    def _print_stage(self, schedule, stage, stage_epochs, verbose):
+    @staticmethod
+    def _merge_stage_history(merged, block_histories, stage, stage_history):
+        block_histories.append(dict(stage_history))
+        num_epochs = 0
+        for key, values in stage_history.items():
+            merged.setdefault(key, [])
+            merged[key].extend(values)
+            num_epochs = len(values)
+        merged["block"].extend(
+            [stage if stage is not None else -1] * num_epochs
+        )
+
+    def _fit_fingerprint(self, schedule, epochs_per_block, batch_size):
+        return {
+            "schedule": schedule,
+            "epochs": epochs_per_block,
+            "batch_size": batch_size,
+            "model_variable_shapes": [list(v.shape) for v in self.variables],
+        }
+
+    def _arrays_for_checkpointing(self, x, y, batch_size, kwargs):
+        """Arrays become (x, y[, sample_weight]) for `ShuffledArrays`."""
+        if not (isinstance(x, np.ndarray) or keras.ops.is_tensor(x)):
+            return x, y, batch_size, kwargs
+        kwargs = dict(kwargs)
+        x = np.asarray(x)
+        y = np.asarray(y)
+        sample_weight = kwargs.pop("sample_weight", None)
+        split = kwargs.pop("validation_split", None)
+        arrays = [x, y]
+        if sample_weight is not None:
+            arrays.append(np.asarray(sample_weight))
+        if split:
+            # As Keras does: the last `split` fraction, before shuffling.
+            cut = int(len(x) * (1.0 - split))
+            if kwargs.get("validation_data") is None:
+                kwargs["validation_data"] = tuple(a[cut:] for a in arrays)
+            arrays = [a[:cut] for a in arrays]
+        return tuple(arrays), None, batch_size or 32, kwargs
+
+    def _print_stage(
+        self, schedule, stage, stage_epochs, verbose, initial_epoch=0
+    ):
         if verbose == 0:
             return
+        if initial_epoch:
+            print(
+                f"Resuming from the checkpoint: {initial_epoch} of "
+                f"{stage_epochs} epochs of this stage done.",
+                flush=True,
+            )
         count = sum(int(np.prod(v.shape)) for v in self.trainable_variables)
         if schedule == "sequential":
             frozen = {0: "", 1: "; block 1 frozen"}.get(

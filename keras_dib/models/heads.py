@@ -1,5 +1,7 @@
 """Auxiliary classifier heads for greedy block training."""
 
+import random
+
 import keras
 
 POOLING_MODES = ("average", "max", "global_average")
@@ -33,6 +35,12 @@ class AuxiliaryHead(keras.layers.Layer):
             before the classifier. Defaults to None.
         dropout: float in [0, 1), dropout before the classifier.
             Defaults to 0.
+        seed: optional int, seed of the dropout mask. By default one is
+            drawn from Python's `random` (seeded by
+            `keras.utils.set_random_seed`), so the dropout state lives in
+            a variable on every backend and a checkpointed fit resumes
+            exactly (an unseeded Keras `Dropout` on the torch backend
+            draws from torch's global generator instead).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Returns:
@@ -56,6 +64,7 @@ class AuxiliaryHead(keras.layers.Layer):
         conv_filters=None,
         hidden_units=None,
         dropout=0.0,
+        seed=None,
         **kwargs,
     ):
         _check_positive_int("num_classes", num_classes)
@@ -78,6 +87,12 @@ class AuxiliaryHead(keras.layers.Layer):
                 "`dropout` should be a number in [0, 1). "
                 f"Received: dropout={dropout!r}"
             )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int)
+        ):
+            raise ValueError(
+                f"`seed` should be an integer or None. Received: seed={seed!r}"
+            )
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.grid_size = grid_size
@@ -85,6 +100,9 @@ class AuxiliaryHead(keras.layers.Layer):
         self.conv_filters = conv_filters
         self.hidden_units = hidden_units
         self.dropout = dropout
+        if seed is None:
+            seed = random.randint(1, 2**31 - 1)
+        self.seed = seed
         self.head_layers = []
 
     def build(self, input_shape):
@@ -153,7 +171,9 @@ class AuxiliaryHead(keras.layers.Layer):
             )
         if self.dropout:
             layers.append(
-                keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+                keras.layers.Dropout(
+                    self.dropout, seed=self.seed, dtype=self.dtype_policy
+                )
             )
         layers.append(
             keras.layers.Dense(
@@ -185,6 +205,7 @@ class AuxiliaryHead(keras.layers.Layer):
                 "conv_filters": self.conv_filters,
                 "hidden_units": self.hidden_units,
                 "dropout": self.dropout,
+                "seed": self.seed,
             }
         )
         return config

@@ -113,19 +113,21 @@ def kernel_width(x, rule="knn", num_neighbors=10):
     n = x.shape[0]
     if rule == "knn":
         distances = pairwise_squared_distances(x)
-        # With a static batch size, batches smaller than num_neighbors + 1
-        # use every other sample; a dynamic batch size (TensorFlow traces
-        # NumPy-fed steps with shape (None, ...)) needs batches of more
-        # than num_neighbors samples.
+        # Batches smaller than num_neighbors + 1 use every other sample.
         if n is None:
-            k = num_neighbors
+            # A dynamic batch size (TensorFlow traces NumPy-fed steps with
+            # shape (None, ...)): sort each row, skip the sample itself
+            # (distance 0) and keep up to num_neighbors columns; slicing
+            # clamps to the batch size at run time.
+            ordered = ops.sort(distances, axis=-1)
+            nearest = -ordered[:, 1 : num_neighbors + 1]
         else:
             k = min(num_neighbors, n - 1) if n > 1 else 1
-        # Exclude each sample itself by giving the diagonal a huge distance.
-        big = ops.max(distances) + 1.0
-        eye = ops.eye(ops.shape(x)[0], dtype="float32")
-        distances = distances + big * eye
-        nearest, _ = ops.top_k(-distances, k=k)
+            # Exclude each sample itself by giving the diagonal a huge
+            # distance.
+            big = ops.max(distances) + 1.0
+            eye = ops.eye(n, dtype="float32")
+            nearest, _ = ops.top_k(-(distances + big * eye), k=k)
         sigma = ops.mean(ops.sqrt(ops.maximum(-nearest, 0.0)))
     else:
         d = x.shape[-1]

@@ -88,6 +88,25 @@ class KernelWidthTest(TestCase):
             kernels.kernel_width(x, "knn", num_neighbors=10), 2.0, atol=1e-5
         )
 
+    @pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow",
+        reason="only TensorFlow traces a dynamic batch size",
+    )
+    def test_knn_dynamic_batch_size(self):
+        import tensorflow as tf
+
+        width = tf.function(
+            lambda x: kernels.kernel_width(x, "knn", num_neighbors=10),
+            input_signature=[tf.TensorSpec((None, 5), "float32")],
+        )
+        rng = np.random.default_rng(3)
+        for n in (4, 11, 30):
+            x = rng.normal(size=(n, 5)).astype("float32")
+            d = np.sqrt(numpy_squared_distances(x, x))
+            np.fill_diagonal(d, np.inf)
+            expected = np.sort(d, axis=1)[:, : min(10, n - 1)].mean()
+            self.assertAllClose(width(x), expected, atol=1e-4, rtol=1e-4)
+
     def test_silverman_matches_numpy(self):
         rng = np.random.default_rng(2)
         x = rng.normal(size=(50, 4)).astype("float32")
