@@ -202,7 +202,7 @@ class ShuffledArrays(keras.utils.PyDataset):
         self.seed = seed
         self.stage = stage
         self.shuffle = shuffle
-        self.num_samples = len(arrays[0])
+        self.num_samples = len(arrays[1])
         self.epoch = initial_epoch
         self._order = self._permutation()
 
@@ -219,7 +219,9 @@ class ShuffledArrays(keras.utils.PyDataset):
         indices = self._order[
             index * self.batch_size : (index + 1) * self.batch_size
         ]
-        return tuple(array[indices] for array in self.arrays)
+        return keras.tree.map_structure(
+            lambda array: array[indices], self.arrays
+        )
 
     def on_epoch_end(self):
         self.epoch += 1
