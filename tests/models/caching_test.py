@@ -10,6 +10,7 @@ from keras_dib.models import AuxiliaryHead
 from keras_dib.models import GreedyLayerwiseModel
 from keras_dib.models import caching
 from keras_dib.testing import TestCase
+from tests.models.checkpointing_test import PairBatches
 
 NUM_CLASSES = 3
 
@@ -125,7 +126,7 @@ class PrefixCacheTest(TestCase):
 
     def test_dataset_input_and_checkpoint(self):
         x, y = _data()
-        dataset = _Batches(x, y, batch_size=16)
+        dataset = PairBatches(x, y, batch_size=16)
         checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
         model = _model()
         history = model.fit(
@@ -157,16 +158,3 @@ class PrefixCacheTest(TestCase):
         self.assertEqual(len(arrays[0]), 30)
         self.assertAllClose(kwargs["validation_data"][0], x[30:])
         self.assertNotIn("validation_split", kwargs)
-
-
-class _Batches(keras.utils.PyDataset):
-    def __init__(self, x, y, batch_size):
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __len__(self):
-        return len(self.x) // self.batch_size
-
-    def __getitem__(self, index):
-        window = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return self.x[window], self.y[window]

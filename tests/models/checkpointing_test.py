@@ -265,7 +265,7 @@ class CheckpointInProcessTest(TestCase):
 
     def test_checkpoint_with_a_dataset(self):
         x, y = _data()
-        dataset = _PairBatches(x, y, batch_size=16)
+        dataset = PairBatches(x, y, batch_size=16)
         checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
         model = _model()
         model.fit(
@@ -286,7 +286,7 @@ class CheckpointInProcessTest(TestCase):
             self._fit(_model(), 3)
 
 
-class _PairBatches(keras.utils.PyDataset):
+class PairBatches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size):
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
