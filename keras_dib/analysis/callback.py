@@ -137,9 +137,8 @@ class InformationPlaneCallback(keras.callbacks.Callback):
         log_prefix="info",
     ):
         _check_every_n_epochs(every_n_epochs)
-        include = information._check_include(include)
-        information._check_estimator_args(
-            alpha, sigma, num_neighbors, batch_size
+        include = information._check_analysis_args(
+            include, alpha, sigma, num_neighbors, batch_size
         )
         if filepath is not None and not isinstance(
             filepath, (str, os.PathLike)
@@ -155,9 +154,8 @@ class InformationPlaneCallback(keras.callbacks.Callback):
                 "`log_prefix` should be a non-empty string or None. "
                 f"Received: log_prefix={log_prefix!r}"
             )
-        need_labels = "renyi" in include or "hsic" in include
         x, y, num_batches = information._analysis_sample(
-            x, y, batch_size, num_batches, need_labels
+            x, y, include, batch_size, num_batches
         )
         super().__init__()
         self.x = x

@@ -73,11 +73,14 @@ def _check_positive_int(name, value, minimum=1):
         )
 
 
-def _check_estimator_args(alpha, sigma, num_neighbors, batch_size):
+def _check_analysis_args(include, alpha, sigma, num_neighbors, batch_size):
+    """Checks the arguments shared by the analyses; returns `include`."""
+    include = _check_include(include)
     renyi._check_alpha(alpha)
     kernels._check_sigma(sigma)
     kernels._check_num_neighbors(num_neighbors)
     _check_positive_int("batch_size", batch_size, minimum=2)
+    return include
 
 
 def _check_include(include):
@@ -195,13 +198,16 @@ def sample_arrays(x, y=None, num_samples=None):
     return x, y
 
 
-def _analysis_sample(x, y, batch_size, num_batches, need_labels):
-    """The sample cut to a whole number of batches, and that number."""
+def _analysis_sample(x, y, include, batch_size, num_batches):
+    """The sample cut to a whole number of batches, and that number.
+
+    Labels are required when `include` has `"renyi"` or `"hsic"`.
+    """
     if num_batches is not None:
         _check_positive_int("num_batches", num_batches)
     num_samples = None if num_batches is None else num_batches * batch_size
     x, y = sample_arrays(x, y, num_samples=num_samples)
-    if need_labels and y is None:
+    if ("renyi" in include or "hsic" in include) and y is None:
         raise ValueError(
             "Labels are needed for I(T; Y) and nHSIC(T; Y): pass `y`, or a "
             "dataset yielding (inputs, labels). Received: y=None"
@@ -597,12 +603,10 @@ def information_summary(
         - Yu, Yu & Principe, ICASSP 2021. https://arxiv.org/abs/2102.00533
         - Sakamoto & Sato, TMLR 2024. https://arxiv.org/abs/2402.09050
     """
-    include = _check_include(include)
-    _check_estimator_args(alpha, sigma, num_neighbors, batch_size)
-    need_labels = "renyi" in include or "hsic" in include
-    x, y, num_batches = _analysis_sample(
-        x, y, batch_size, num_batches, need_labels
+    include = _check_analysis_args(
+        include, alpha, sigma, num_neighbors, batch_size
     )
+    x, y, num_batches = _analysis_sample(x, y, include, batch_size, num_batches)
     layer_names = _resolve_layer_names(model, layer_names)
     return _summarize(
         model,

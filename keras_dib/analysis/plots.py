@@ -53,6 +53,21 @@ def _check_key(records, key, argument):
         )
 
 
+def _load_checked(records, layer_names, **keys):
+    """Records and layer names to draw; `keys` maps argument to quantity."""
+    records = load_records(records)
+    names = _layer_names(records, layer_names)
+    for argument, key in keys.items():
+        _check_key(records, key, argument)
+    return records, names
+
+
+def _layer_style(matplotlib, index):
+    """Colour and marker of the `index`-th layer drawn."""
+    color = matplotlib.colormaps["tab10"](index % 10)
+    return color, _MARKERS[index % len(_MARKERS)]
+
+
 def _figure_and_axes(Figure, axes, figsize):
     if axes is not None:
         return axes.figure, axes
@@ -60,7 +75,15 @@ def _figure_and_axes(Figure, axes, figsize):
     return figure, figure.add_subplot()
 
 
-def _finish(figure, filepath, dpi):
+def _label_axes(axes, x_key, y_key):
+    axes.set_xlabel(AXIS_LABELS.get(x_key, x_key))
+    axes.set_ylabel(AXIS_LABELS.get(y_key, y_key))
+    axes.grid(alpha=0.3)
+
+
+def _finish(figure, axes, title, filepath, dpi):
+    if title:
+        axes.set_title(title)
     if filepath is not None:
         figure.savefig(filepath, dpi=dpi)
     return figure
@@ -117,22 +140,19 @@ def plot_information_plane(
     ... )
     """
     matplotlib, Figure = _matplotlib()
-    records = load_records(records)
-    names = _layer_names(records, layer_names)
-    _check_key(records, x_key, "x_key")
-    _check_key(records, y_key, "y_key")
+    records, names = _load_checked(
+        records, layer_names, x_key=x_key, y_key=y_key
+    )
     epochs = np.array([record["epoch"] for record in records], dtype=float)
     norm = matplotlib.colors.Normalize(
         vmin=epochs.min(), vmax=max(epochs.max(), epochs.min() + 1)
     )
     cmap = matplotlib.colormaps[colormap]
-    layer_colors = matplotlib.colormaps["tab10"]
     figure, axes = _figure_and_axes(Figure, axes, figsize)
     for index, name in enumerate(names):
         xs = np.array([r["layers"][name][x_key] for r in records])
         ys = np.array([r["layers"][name][y_key] for r in records])
-        color = layer_colors(index % 10)
-        marker = _MARKERS[index % len(_MARKERS)]
+        color, marker = _layer_style(matplotlib, index)
         axes.plot(xs, ys, color=color, linewidth=1.2, alpha=0.8, zorder=1)
         sizes = np.full(len(xs), 28.0)
         sizes[0], sizes[-1] = 12.0, 70.0
@@ -161,17 +181,19 @@ def plot_information_plane(
     colorbar = figure.colorbar(mappable, ax=axes, label="epoch")
     colorbar.locator = matplotlib.ticker.MaxNLocator(integer=True)
     colorbar.update_ticks()
-    handles = [
-        matplotlib.lines.Line2D(
-            [],
-            [],
-            color=layer_colors(index % 10),
-            marker=_MARKERS[index % len(_MARKERS)],
-            markerfacecolor="white",
-            label=f"{index + 1}: {name}",
+    handles = []
+    for index, name in enumerate(names):
+        color, marker = _layer_style(matplotlib, index)
+        handles.append(
+            matplotlib.lines.Line2D(
+                [],
+                [],
+                color=color,
+                marker=marker,
+                markerfacecolor="white",
+                label=f"{index + 1}: {name}",
+            )
         )
-        for index, name in enumerate(names)
-    ]
     axes.legend(
         handles=handles,
         fontsize=7,
@@ -179,12 +201,8 @@ def plot_information_plane(
         title="layer",
         title_fontsize=8,
     )
-    axes.set_xlabel(AXIS_LABELS.get(x_key, x_key))
-    axes.set_ylabel(AXIS_LABELS.get(y_key, y_key))
-    axes.grid(alpha=0.3)
-    if title:
-        axes.set_title(title)
-    return _finish(figure, filepath, dpi)
+    _label_axes(axes, x_key, y_key)
+    return _finish(figure, axes, title, filepath, dpi)
 
 
 def plot_information_curves(
@@ -229,35 +247,29 @@ def plot_information_curves(
     ... )
     """
     matplotlib, Figure = _matplotlib()
-    records = load_records(records)
-    names = _layer_names(records, layer_names)
-    _check_key(records, key, "key")
+    records, names = _load_checked(records, layer_names, key=key)
     epochs = [record["epoch"] for record in records]
-    layer_colors = matplotlib.colormaps["tab10"]
     figure, axes = _figure_and_axes(Figure, axes, figsize)
     for record in records:
         if "block_end" in record.get("events", ()):
             axes.axvline(record["epoch"], color="gray", linestyle=":", lw=0.8)
     for index, name in enumerate(names):
         values = [record["layers"][name][key] for record in records]
+        color, marker = _layer_style(matplotlib, index)
         axes.plot(
             epochs,
             values,
-            color=layer_colors(index % 10),
-            marker=_MARKERS[index % len(_MARKERS)],
+            color=color,
+            marker=marker,
             markersize=4,
             linewidth=1.2,
             label=f"{index + 1}: {name}",
         )
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(AXIS_LABELS.get(key, key))
-    axes.grid(alpha=0.3)
+    _label_axes(axes, "epoch", key)
     axes.legend(
         fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="layer"
     )
-    if title:
-        axes.set_title(title)
-    return _finish(figure, filepath, dpi)
+    return _finish(figure, axes, title, filepath, dpi)
 
 
 def plot_mutual_information_matrix(
@@ -366,6 +378,4 @@ def plot_mutual_information_matrix(
                     fontsize=6,
                     color="black" if matrix[i, j] > middle else "white",
                 )
-    if title:
-        axes.set_title(title)
-    return _finish(figure, filepath, dpi)
+    return _finish(figure, axes, title, filepath, dpi)

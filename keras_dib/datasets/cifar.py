@@ -299,38 +299,6 @@ def _check_label_mode(label_mode):
 # === Pipelines ===
 
 
-def _pipelines(
-    loaded,
-    batch_size,
-    augment,
-    validation_split,
-    seed,
-    normalization,
-    shuffle,
-    backend,
-):
-    (x_train, y_train), test = loaded
-    validation = None
-    if validation_split > 0:
-        train_idx, val_idx = pipeline.stratified_split(
-            y_train, validation_split, seed
-        )
-        validation = (x_train[val_idx], y_train[val_idx])
-        x_train, y_train = x_train[train_idx], y_train[train_idx]
-    return pipeline.build_splits(
-        (x_train, y_train),
-        validation,
-        test,
-        batch_size=batch_size,
-        augment=augment,
-        flip=augment,
-        seed=seed,
-        normalization=normalization,
-        shuffle=shuffle,
-        backend=backend,
-    )
-
-
 def cifar10(
     data_dir=None,
     batch_size=128,
@@ -381,18 +349,16 @@ def cifar10(
     model.fit(train, validation_data=test, epochs=10)
     ```
     """
-    pipeline.check_pipeline_args(
-        batch_size, validation_split, seed, normalization, backend
-    )
-    return _pipelines(
-        load_cifar10(data_dir),
-        batch_size,
-        augment,
-        validation_split,
-        seed,
-        normalization,
-        shuffle,
-        backend,
+    return pipeline.dataset_pipelines(
+        lambda: load_cifar10(data_dir),
+        batch_size=batch_size,
+        augment=augment,
+        flip=augment,
+        validation_split=validation_split,
+        seed=seed,
+        normalization=normalization,
+        shuffle=shuffle,
+        backend=backend,
     )
 
 
@@ -434,17 +400,14 @@ def cifar100(
     )
     ```
     """
-    pipeline.check_pipeline_args(
-        batch_size, validation_split, seed, normalization, backend
-    )
-    _check_label_mode(label_mode)
-    return _pipelines(
-        load_cifar100(data_dir, label_mode),
-        batch_size,
-        augment,
-        validation_split,
-        seed,
-        normalization,
-        shuffle,
-        backend,
+    return pipeline.dataset_pipelines(
+        lambda: load_cifar100(data_dir, label_mode),
+        batch_size=batch_size,
+        augment=augment,
+        flip=augment,
+        validation_split=validation_split,
+        seed=seed,
+        normalization=normalization,
+        shuffle=shuffle,
+        backend=backend,
     )

@@ -287,24 +287,12 @@ def gtsrb(
     model.fit(train, validation_data=val, epochs=10)
     ```
     """
-    pipeline.check_pipeline_args(
-        batch_size, validation_split, seed, normalization, backend
-    )
-    (x_train, y_train, tracks), test = load_gtsrb(data_dir)
-    validation = None
-    if validation_split > 0:
-        train_idx, val_idx = pipeline.group_split(
-            y_train, tracks, validation_split, seed
-        )
-        validation = (x_train[val_idx], y_train[val_idx])
-        x_train, y_train = x_train[train_idx], y_train[train_idx]
-    return pipeline.build_splits(
-        (x_train, y_train),
-        validation,
-        test,
+    return pipeline.dataset_pipelines(
+        lambda: load_gtsrb(data_dir),
         batch_size=batch_size,
         augment=augment,
         flip=False,
+        validation_split=validation_split,
         seed=seed,
         normalization=normalization,
         shuffle=shuffle,

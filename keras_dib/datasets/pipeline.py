@@ -583,24 +583,62 @@ def make_pipeline(
     )
 
 
-def build_splits(
-    train,
-    validation,
-    test,
+def dataset_pipelines(
+    load,
     batch_size,
     augment,
     flip,
+    validation_split,
     seed,
     normalization,
     shuffle,
     backend,
 ):
-    """Pipelines for `(x, y)` splits; normalization stats from `train`."""
-    mean, std = normalization_stats(train[0], normalization)
+    """Checks the arguments, loads a data set and builds its pipelines.
+
+    The shared body of the data set pipelines (`cifar10`, `cifar100`,
+    `gtsrb`): the arguments are checked before `load` reads any data; the
+    validation split is held out of the training split, and the
+    normalization statistics come from what is left for training.
+
+    Args:
+        load: function of no arguments returning `(train, test)`, where
+            `test` is `(x, y)` and `train` is `(x, y)`, split by sample
+            (`stratified_split`), or `(x, y, groups)`, split by group
+            (`group_split`, e.g. GTSRB tracks).
+        batch_size, augment, flip, seed, shuffle, backend: as in
+            `build_pipeline` (`augment` and `flip` for training only).
+        validation_split: fraction in [0, 1) of the training samples (or
+            groups) held out as a validation split.
+        normalization: "standardize", "unit" or None (`normalization_stats`).
+
+    Returns:
+        `(train, test)`, or `(train, validation, test)` when
+        `validation_split > 0`.
+    """
+    check_pipeline_args(
+        batch_size, validation_split, seed, normalization, backend
+    )
+    train, test = load()
+    x_train, y_train = train[0], train[1]
+    validation = None
+    if validation_split > 0:
+        if len(train) > 2:
+            train_idx, val_idx = group_split(
+                y_train, train[2], validation_split, seed
+            )
+        else:
+            train_idx, val_idx = stratified_split(
+                y_train, validation_split, seed
+            )
+        validation = (x_train[val_idx], y_train[val_idx])
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
+    mean, std = normalization_stats(x_train, normalization)
     common = dict(batch_size=batch_size, mean=mean, std=std, backend=backend)
     pipelines = [
         build_pipeline(
-            *train,
+            x_train,
+            y_train,
             training=True,
             augment=augment,
             flip=flip,

@@ -1,10 +1,9 @@
 """Local objectives for greedy layer-wise training."""
 
-import math
-
 import keras
 from keras import ops
 
+from keras_dib.losses import _common
 from keras_dib.ops import kernels
 from keras_dib.ops import renyi
 
@@ -82,7 +81,7 @@ class LocalObjective(keras.losses.Loss):
         reduction="sum_over_batch_size",
         dtype="float32",
     ):
-        _check_non_negative("beta", beta)
+        _common.check_non_negative("beta", beta)
         if (
             isinstance(label_smoothing, bool)
             or not isinstance(label_smoothing, (int, float))
@@ -131,19 +130,6 @@ class LocalObjective(keras.losses.Loss):
             {"beta": self.beta, "label_smoothing": self.label_smoothing}
         )
         return config
-
-
-def _check_non_negative(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"`{name}` should be a finite number >= 0. "
-            f"Received: {name}={value!r}"
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_dib")
@@ -214,14 +200,8 @@ class DIB(LocalObjective):
         dtype="float32",
     ):
         renyi._check_alpha(alpha)
-        if compression not in COMPRESSION_TARGETS:
-            raise ValueError(
-                f"`compression` should be one of {COMPRESSION_TARGETS}. "
-                f"Received: compression={compression!r}"
-            )
-        kernels._check_sigma(sigma)
-        kernels._check_sigma(target_sigma)
-        kernels._check_num_neighbors(num_neighbors)
+        _common.check_compression(compression, COMPRESSION_TARGETS)
+        _common.check_kernel_arguments(sigma, target_sigma, num_neighbors)
         super().__init__(
             beta=beta,
             label_smoothing=label_smoothing,
@@ -247,15 +227,10 @@ class DIB(LocalObjective):
         )
         if self.compression == "entropy":
             return renyi.renyi_entropy(gram_t, alpha=self.alpha)
-        target = ops.convert_to_tensor(
-            inputs if self.compression == "input" else block_inputs
-        )
-        gram_c = ops.stop_gradient(
-            kernels.gaussian_gram(
-                ops.stop_gradient(target),
-                sigma=self.target_sigma,
-                num_neighbors=self.num_neighbors,
-            )
+        gram_c = _common.target_gram(
+            inputs if self.compression == "input" else block_inputs,
+            self.target_sigma,
+            self.num_neighbors,
         )
         # H(C) has no gradient: it is computed for the reported value only.
         entropy_c = ops.stop_gradient(

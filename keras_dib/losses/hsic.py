@@ -1,10 +1,9 @@
 """The HSIC-bottleneck local objective (Ma, Lewis & Kleijn, 2020)."""
 
-import math
-
 import keras
 from keras import ops
 
+from keras_dib.losses import _common
 from keras_dib.losses.dib import LocalObjective
 from keras_dib.ops import kernels
 from keras_dib.ops.hsic import hsic
@@ -125,29 +124,14 @@ class HSICBottleneck(LocalObjective):
         reduction="sum_over_batch_size",
         dtype="float32",
     ):
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, (int, float))
-            or not math.isfinite(gamma)
-            or gamma < 0
-        ):
-            raise ValueError(
-                "`gamma` should be a finite number >= 0. "
-                f"Received: gamma={gamma!r}"
-            )
-        if compression not in COMPRESSION_TARGETS:
-            raise ValueError(
-                f"`compression` should be one of {COMPRESSION_TARGETS}. "
-                f"Received: compression={compression!r}"
-            )
+        _common.check_non_negative("gamma", gamma)
+        _common.check_compression(compression, COMPRESSION_TARGETS)
         if not isinstance(normalized, bool):
             raise ValueError(
                 "`normalized` should be a boolean. "
                 f"Received: normalized={normalized!r}"
             )
-        kernels._check_sigma(sigma)
-        kernels._check_sigma(input_sigma)
-        kernels._check_num_neighbors(num_neighbors)
+        _common.check_kernel_arguments(sigma, input_sigma, num_neighbors)
         super().__init__(
             beta=beta,
             label_smoothing=label_smoothing,
@@ -171,13 +155,10 @@ class HSICBottleneck(LocalObjective):
         gram_t = kernels.gaussian_gram(
             features, sigma=self.sigma, num_neighbors=self.num_neighbors
         )
-        target = inputs if self.compression == "input" else block_inputs
-        gram_x = ops.stop_gradient(
-            kernels.gaussian_gram(
-                ops.stop_gradient(ops.convert_to_tensor(target)),
-                sigma=self.input_sigma,
-                num_neighbors=self.num_neighbors,
-            )
+        gram_x = _common.target_gram(
+            inputs if self.compression == "input" else block_inputs,
+            self.input_sigma,
+            self.num_neighbors,
         )
         value = measure(gram_x, gram_t)
         if self.gamma:

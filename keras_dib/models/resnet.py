@@ -2,9 +2,8 @@
 
 import keras
 
+from keras_dib.models.builder_assembly import assemble_greedy_model
 from keras_dib.models.builder_checks import check_builder_arguments
-from keras_dib.models.greedy import GreedyLayerwiseModel
-from keras_dib.models.heads import AuxiliaryHead
 
 # Residual blocks per stage, after He et al. (2016), Table 1 (BasicBlock).
 RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -258,23 +257,14 @@ def build_resnet(
             blocks.append(layers[0])
         else:
             blocks.append(keras.Sequential(layers, name=f"block_{group_name}"))
-    auxiliary_heads = [
-        AuxiliaryHead(
-            num_classes,
-            grid_size=head_grid_size,
-            pooling=head_pooling,
-            conv_filters=head_conv_filters,
-            hidden_units=head_hidden_units,
-            name=f"auxiliary_head_{index}",
-        )
-        for index in range(len(blocks) - 1)
-    ]
-    head = AuxiliaryHead(num_classes, pooling="global_average", name="head")
-    return GreedyLayerwiseModel(
+    return assemble_greedy_model(
         blocks,
-        head=head,
-        auxiliary_heads=auxiliary_heads,
         num_classes=num_classes,
         input_shape=input_shape,
         name=name or f"resnet{depth}",
+        final_head=dict(pooling="global_average"),
+        head_grid_size=head_grid_size,
+        head_pooling=head_pooling,
+        head_conv_filters=head_conv_filters,
+        head_hidden_units=head_hidden_units,
     )

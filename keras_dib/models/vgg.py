@@ -2,9 +2,8 @@
 
 import keras
 
+from keras_dib.models.builder_assembly import assemble_greedy_model
 from keras_dib.models.builder_checks import check_builder_arguments
-from keras_dib.models.greedy import GreedyLayerwiseModel
-from keras_dib.models.heads import AuxiliaryHead
 
 # Channels per convolution at width 64, one list per stage (each stage ends
 # with 2x2 max pooling), after Simonyan & Zisserman (2015), Table 1.
@@ -141,23 +140,14 @@ def build_vgg(
                     stage_layers, name=f"block_stage{stage_index + 1}"
                 )
             )
-    auxiliary_heads = [
-        AuxiliaryHead(
-            num_classes,
-            grid_size=head_grid_size,
-            pooling=head_pooling,
-            conv_filters=head_conv_filters,
-            hidden_units=head_hidden_units,
-            name=f"auxiliary_head_{index}",
-        )
-        for index in range(len(blocks) - 1)
-    ]
-    head = AuxiliaryHead(num_classes, grid_size=1, name="head")
-    return GreedyLayerwiseModel(
+    return assemble_greedy_model(
         blocks,
-        head=head,
-        auxiliary_heads=auxiliary_heads,
         num_classes=num_classes,
         input_shape=input_shape,
         name=name or f"vgg{depth}",
+        final_head=dict(grid_size=1),
+        head_grid_size=head_grid_size,
+        head_pooling=head_pooling,
+        head_conv_filters=head_conv_filters,
+        head_hidden_units=head_hidden_units,
     )
