@@ -1,10 +1,12 @@
 """The greedy layer-wise trainer: a Keras Model whose `fit` trains blocks."""
 
+import contextlib
 import copy
 
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_dib.losses.dib import LocalObjective
 from keras_dib.models import caching
@@ -300,20 +302,28 @@ class GreedyLayerwiseModel(keras.Model):
         cross_entropies = []
         regularizations = []
         for local in y_pred["local"]:
+            # A Keras loss divides its value by the number of replicas under
+            # tf.distribute; the batch-level terms below are scaled alike by
+            # `_aggregate_additional_loss` (a no-op on JAX and torch).
             cross_entropy = ops.cast(
                 objective(y, local["logits"], sample_weight=sample_weight),
                 "float32",
             )
-            cross_entropies.append(cross_entropy)
+            cross_entropies.append(unscale_loss_for_distribution(cross_entropy))
             total = total + cross_entropy
             if tracker is not None:
                 value = objective.regularization(
                     x, local["block_inputs"], local["features"], y
                 )
                 regularizations.append(value)
-                total = total + objective.beta * value
+                total = total + ops.cast(
+                    self._aggregate_additional_loss(objective.beta * value),
+                    "float32",
+                )
         for loss in self.losses:
-            total = total + ops.sum(ops.cast(loss, "float32"))
+            total = total + ops.cast(
+                self._aggregate_additional_loss(loss), "float32"
+            )
         self.cross_entropy_tracker.update_state(
             ops.mean(ops.stack(cross_entropies))
         )
@@ -400,13 +410,25 @@ class GreedyLayerwiseModel(keras.Model):
         # the recompile TensorFlow would silently keep training the old
         # trainable set, and JAX/torch would raise.
         config = copy.deepcopy(compile_config)
-        if optimizer is not None:
-            config = keras.saving.deserialize_keras_object(config)
-            config["optimizer"] = optimizer(block_index or 0)
-            self.compile(**config)
-            self.optimizer.build(self.trainable_variables)
-        else:
-            self.compile_from_config(config)
+        with self._strategy_scope():
+            if optimizer is not None:
+                config = keras.saving.deserialize_keras_object(config)
+                config["optimizer"] = optimizer(block_index or 0)
+                self.compile(**config)
+                self.optimizer.build(self.trainable_variables)
+            else:
+                self.compile_from_config(config)
+
+    def _strategy_scope(self):
+        """The tf.distribute scope the model was built in (TensorFlow).
+
+        The per-stage optimizers must be created in it: outside it their
+        slot variables are not mirrored and replicas silently drift apart.
+        """
+        strategy = getattr(self, "distribute_strategy", None)
+        if strategy is None:
+            return contextlib.nullcontext()
+        return strategy.scope()
 
     def _build_from_data(self, x):
         shape = None
@@ -697,7 +719,8 @@ class GreedyLayerwiseModel(keras.Model):
                 layer.trainable = trainable
             # Back to the inference network, with a fresh optimizer for
             # any later fit and fresh (re-traced) train/test/predict steps.
-            self.compile_from_config(compile_config)
+            with self._strategy_scope():
+                self.compile_from_config(compile_config)
         result = keras.callbacks.History()
         result.set_model(self)
         result.history = merged
