@@ -135,6 +135,7 @@ def test_speed(tmp_path):
         TINY
         + [
             "--epochs=2",
+            "--repeats=1",
             "--batch_size=16",
             "--batch_sizes=16",
             "--objectives=ce,dib_2",
@@ -146,25 +147,37 @@ def test_speed(tmp_path):
     throughput = [r for r in records if r["part"] == "throughput"]
     shares = [r for r in records if r["part"] == "renyi_share"]
     assert [(r["stage"], r["objective"]) for r in throughput] == [
-        ("end_to_end", "ce"),
         ("block_1", "ce"),
         ("block_1", "dib_2"),
+        ("end_to_end", "ce"),
     ]
     for record in throughput:
         _check_common(record, "speed")
         assert record["batch_size"] == 16
         assert record["images_per_s"] > 0
         assert record["step_ms"] > 0
+        assert record["step_ms_median"] >= record["step_ms"]
+        assert record["cpu_ms_per_step"] > 0
         assert record["first_epoch_s"] > 0
-        assert len(record["epoch_seconds"]) == 2
+        # One run of two epochs, the second timed: 2 steps of 16 images.
+        (epoch_seconds,) = record["epoch_seconds"]
+        assert len(epoch_seconds) == 2
         assert record["images_per_s"] == pytest.approx(
-            32 / record["epoch_seconds"][1], rel=0.01
+            32 / epoch_seconds[1], rel=0.01
         )
+        assert len(record["one_minute_load_per_run"]) == 1
+        (fit_seconds,) = record["fit_seconds"]
+        assert fit_seconds >= sum(epoch_seconds)
     assert len(shares) == 1
     share = shares[0]
     _check_common(share, "speed")
     assert share["alpha"] == 2.0 and share["block"] == 1
     assert share["dib_step_ms"] > 0 and share["ce_step_ms"] > 0
+    # The same measurements as the throughput lines of block 1.
+    assert share["ce_step_ms"] == throughput[0]["step_ms"]
+    assert share["dib_step_ms"] == throughput[1]["step_ms"]
+    assert share["ce_cpu_ms_per_step"] == throughput[0]["cpu_ms_per_step"]
+    assert share["renyi_share_cpu_time"] < 1
     assert share["renyi_share"] == pytest.approx(
         (share["dib_step_ms"] - share["ce_step_ms"]) / share["dib_step_ms"],
         abs=1e-3,
