@@ -27,13 +27,26 @@ Run from the repository root:
 ```
 python benchmarks/accuracy.py --dataset gtsrb --setting cpu
 python benchmarks/accuracy.py --dataset cifar10 --setting gpu --seeds 0,1,2
+# Choosing a recipe on a validation split (5000 training images, whole
+# tracks), never on the test set; records the validation accuracies:
+python benchmarks/accuracy.py --modes greedy_dib --validation_size 5000 \
+    --head_conv_filters 32 --variant_name val_head_conv32
+# The chosen recipe on the full training set, then the plot of its records:
+python benchmarks/accuracy.py --head_conv_filters 32 --variant_name conv32
+python benchmarks/accuracy.py --plot_variants conv32 \
+    --plot_name accuracy_cpu_full.png
 ```
+
+Greedy runs without augmentation use `fit(cache_prefix=True)` by default.
 """
 
 import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
+# OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -77,6 +90,56 @@ flags.DEFINE_integer(
     "train_size", 0, "Training images used (0: the full training set)."
 )
 flags.DEFINE_integer("test_size", 0, "Test images used (0: all).")
+flags.DEFINE_integer(
+    "validation_size",
+    0,
+    "Hold out about this many training images (whole GTSRB tracks, drawn "
+    "with the seed) and report validation accuracies instead of test "
+    "accuracies: for choosing a recipe without looking at the test set "
+    "(0: train on everything, report test accuracy).",
+)
+flags.DEFINE_string(
+    "variant_name",
+    "baseline",
+    "Label of the recipe variant, recorded in every JSON line.",
+)
+flags.DEFINE_integer(
+    "head_conv_filters",
+    0,
+    "Auxiliary heads: filters of a 3x3 conv + BN + ReLU before the pooling "
+    "(0: none).",
+)
+flags.DEFINE_integer(
+    "head_hidden_units",
+    0,
+    "Auxiliary heads: units of a hidden Dense layer (0: none).",
+)
+flags.DEFINE_integer(
+    "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
+)
+flags.DEFINE_bool(
+    "cache_prefix",
+    None,
+    "Greedy modes: `fit(cache_prefix=True)` (default: on without "
+    "augmentation).",
+)
+flags.DEFINE_integer(
+    "epochs_per_block", None, "Overrides the setting's epochs per block."
+)
+flags.DEFINE_integer(
+    "epochs", None, "Overrides the setting's end-to-end epochs."
+)
+flags.DEFINE_list(
+    "plot_variants",
+    [],
+    "Train nothing: plot the full-training-set test records of these "
+    "variants (all seeds) from the .jsonl into --plot_name.",
+)
+flags.DEFINE_string(
+    "plot_name",
+    None,
+    "File name of the plot in --results_dir (default accuracy_<setting>.png).",
+)
 flags.DEFINE_integer("verbose", 2, "Keras verbosity.")
 flags.DEFINE_string(
     "results_dir",
@@ -117,36 +180,73 @@ def block_test_accuracies(model, test_pipeline):
     return [float(c / count) for c in correct]
 
 
-def plot(records, path, title):
-    """Auxiliary-head test accuracy per block, greedy vs end to end."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2))
-    axes = figure.add_subplot()
-    styles = {"greedy_dib": "o-", "greedy_ce": "s--"}
-    labels = {
+def _label(record):
+    """Legend label of a record: mode, variant and budget."""
+    mode = record["mode"]
+    names = {
         "greedy_dib": "greedy DIB",
         "greedy_ce": "greedy cross-entropy",
         "end_to_end": "end to end",
     }
+    variant = record.get("variant", "baseline")
+    variant = "" if variant == "baseline" else f", {variant}"
+    if mode == "end_to_end":
+        budget = f"{record['settings']['epochs']} epochs"
+    else:
+        budget = f"{record['settings']['epochs_per_block']} epochs/block"
+    return f"{names[mode]} ({budget}{variant})"
+
+
+def plot(records, path, title):
+    """Auxiliary-head test accuracy per block, greedy vs end to end.
+
+    Records with the same label (mode, variant, budget) are averaged over
+    their seeds: the line is the mean, the bars or band the min-max range.
+    """
+    from matplotlib.figure import Figure
+
+    groups = {}
     for record in records:
-        mode = record["mode"]
+        groups.setdefault(_label(record), []).append(record)
+    figure = Figure(figsize=(7.0, 4.6))
+    axes = figure.add_subplot()
+    styles = {"greedy_dib": "o-", "greedy_ce": "s--"}
+    e2e_styles = iter([":", "-."])
+    num_blocks = 1
+    for label, group in groups.items():
+        mode = group[0]["mode"]
+        seeds = f", {len(group)} seeds" if len(group) > 1 else ""
         if mode == "end_to_end":
-            axes.axhline(
-                100 * record["test_accuracy"],
+            accuracies = 100 * np.array([r["test_accuracy"] for r in group])
+            line = axes.axhline(
+                accuracies.mean(),
                 color="k",
-                linestyle=":",
-                label=f"{labels[mode]} ({record['settings']['epochs']} epochs)",
+                linestyle=next(e2e_styles, "--"),
+                label=f"{label}{seeds}",
             )
+            if len(group) > 1:
+                axes.axhspan(
+                    accuracies.min(),
+                    accuracies.max(),
+                    color=line.get_color(),
+                    alpha=0.1,
+                )
         else:
-            accuracies = record["block_test_accuracy"]
-            axes.plot(
-                range(1, len(accuracies) + 1),
-                [100 * a for a in accuracies],
-                styles.get(mode, "o-"),
-                label=f"{labels[mode]} "
-                f"({record['settings']['epochs_per_block']} epochs/block)",
+            accuracies = 100 * np.array(
+                [r["block_test_accuracy"] for r in group]
             )
+            blocks = np.arange(1, accuracies.shape[1] + 1)
+            num_blocks = max(num_blocks, len(blocks))
+            mean = accuracies.mean(axis=0)
+            axes.errorbar(
+                blocks,
+                mean,
+                yerr=[mean - accuracies.min(0), accuracies.max(0) - mean],
+                fmt=styles.get(mode, "o-"),
+                capsize=3,
+                label=f"{label}{seeds}",
+            )
+    axes.set_xticks(range(1, num_blocks + 1))
     axes.set_xlabel("blocks trained (auxiliary head of the last one)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title, fontsize=10)
@@ -156,11 +256,43 @@ def plot(records, path, title):
     figure.savefig(path, dpi=120)
 
 
+def _title(records):
+    return (
+        f"{records[0]['dataset']}, {records[0]['train_images']} training "
+        f"images\n{records[0]['model']}, "
+        f"{records[0]['device']}, {records[0]['backend']}"
+    )
+
+
+def plot_from_jsonl(jsonl, variants, path):
+    """Plots the test-set records of `variants` found in `jsonl`."""
+    with open(jsonl) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    records = [
+        r
+        for r in records
+        if r.get("split", "test") == "test"
+        and r.get("variant", "baseline") in variants
+        and not r["settings"].get("train_size")
+    ]
+    if not records:
+        raise ValueError(f"No full-data test records of {variants} in {jsonl}")
+    plot(records, path, _title(records))
+
+
 def main(argv):
     del argv
     data_dir = FLAGS.data_dir or common.default_data_dir(FLAGS.dataset)
     os.makedirs(FLAGS.results_dir, exist_ok=True)
     jsonl = os.path.join(FLAGS.results_dir, f"accuracy_{FLAGS.setting}.jsonl")
+    plot_name = FLAGS.plot_name or f"accuracy_{FLAGS.setting}.png"
+    if FLAGS.plot_variants:
+        plot_from_jsonl(
+            jsonl,
+            FLAGS.plot_variants,
+            os.path.join(FLAGS.results_dir, plot_name),
+        )
+        return
     records = []
     for seed in [int(s) for s in FLAGS.seeds]:
         for mode in FLAGS.modes:
@@ -168,7 +300,11 @@ def main(argv):
                 "data_dir": data_dir,
                 "depth": 11,
                 "granularity": "layer",
-                "head_grid_size": 4,
+                "head_grid_size": FLAGS.head_grid_size,
+                "head_conv_filters": FLAGS.head_conv_filters,
+                "head_hidden_units": FLAGS.head_hidden_units,
+                "cache_prefix": FLAGS.cache_prefix,
+                "validation_size": FLAGS.validation_size,
                 "batch_size": 128,
                 "alpha": 1.01,
                 "beta": 0.01,
@@ -182,13 +318,22 @@ def main(argv):
                 "seed": seed,
                 **SETTINGS[FLAGS.setting],
             }
-            model, summary, test_pipeline = common.run(
+            for name in ("epochs_per_block", "epochs"):
+                if FLAGS[name].value is not None:
+                    settings[name] = FLAGS[name].value
+            settings["cache_prefix"] = common.resolve_cache_prefix(settings)
+            model, summary, test_pipeline, validation_pipeline = common.run(
                 FLAGS.dataset, settings, output_dir=None, verbose=FLAGS.verbose
             )
+            # With a validation split, everything is measured on it and the
+            # test set is not reported (recipes are chosen on validation).
+            validating = validation_pipeline is not None
+            split = "validation" if validating else "test"
+            eval_pipeline = validation_pipeline if validating else test_pipeline
             if mode == "end_to_end":
                 block_accuracy = None
             else:
-                block_accuracy = block_test_accuracies(model, test_pipeline)
+                block_accuracy = block_test_accuracies(model, eval_pipeline)
             import jax
 
             record = {
@@ -199,9 +344,11 @@ def main(argv):
                 "dataset": summary["dataset"],
                 "model": summary["model"],
                 "mode": mode,
+                "variant": FLAGS.variant_name,
                 "seed": seed,
-                "test_accuracy": round(summary["test_accuracy"], 4),
-                "block_test_accuracy": block_accuracy
+                "split": split,
+                f"{split}_accuracy": round(summary[f"{split}_accuracy"], 4),
+                f"block_{split}_accuracy": block_accuracy
                 and [round(a, 4) for a in block_accuracy],
                 "best_block": None
                 if block_accuracy is None
@@ -211,7 +358,8 @@ def main(argv):
                     for b in summary["block_history"]
                 ],
                 "train_images": summary["train_images"],
-                "test_images": summary["test_images"],
+                "test_images": 0 if validating else summary["test_images"],
+                "validation_images": summary["validation_images"],
                 "wall_time_s": summary["wall_time_s"],
                 "images_per_s": summary["images_per_s"],
                 "settings": {
@@ -226,15 +374,12 @@ def main(argv):
             print(line, flush=True)
             with open(jsonl, "a") as f:
                 f.write(line + "\n")
-    title = (
-        f"{records[0]['dataset']}, {records[0]['train_images']} training "
-        f"images\n{records[0]['model']}, "
-        f"{records[0]['device']}, {records[0]['backend']}"
-    )
+    if FLAGS.validation_size:
+        return
     plot(
         [r for r in records if r["seed"] == records[0]["seed"]],
-        os.path.join(FLAGS.results_dir, f"accuracy_{FLAGS.setting}.png"),
-        title,
+        os.path.join(FLAGS.results_dir, plot_name),
+        _title(records),
     )
 
 

@@ -59,6 +59,9 @@ python benchmarks/memory.py --width=4 --blocks=1 --batch_sizes=16 \
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
+# OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402

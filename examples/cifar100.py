@@ -42,6 +42,9 @@ import os
 
 # The examples default to JAX; any backend works (set KERAS_BACKEND).
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
+# OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import common  # noqa: E402
 from absl import app  # noqa: E402

@@ -16,6 +16,9 @@ decays to zero once per block).
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
+# OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -83,6 +86,31 @@ def define_flags(dataset):
     flags.DEFINE_integer(
         "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
     )
+    flags.DEFINE_integer(
+        "head_conv_filters",
+        0,
+        "Filters of a 3x3 convolution (+ batch norm + ReLU) in each "
+        "auxiliary head, before its pooling (0: none).",
+    )
+    flags.DEFINE_integer(
+        "head_hidden_units",
+        0,
+        "Units of a hidden Dense layer in each auxiliary head (0: none).",
+    )
+    flags.DEFINE_bool(
+        "cache_prefix",
+        None,
+        "Greedy modes: compute the frozen blocks' output once per block "
+        "instead of once per epoch (`fit(cache_prefix=True)`). Default: on "
+        "for the greedy modes without augmentation, off otherwise.",
+    )
+    flags.DEFINE_integer(
+        "validation_size",
+        0,
+        "Hold out about this many training images (drawn with the seed; "
+        "whole tracks for GTSRB) as a validation set for model selection "
+        "(0: none).",
+    )
     flags.DEFINE_integer("epochs_per_block", 5, "Epochs per greedy block.")
     flags.DEFINE_integer("epochs", 30, "Epochs of end-to-end training.")
     flags.DEFINE_integer("batch_size", 128, "Training batch size.")
@@ -130,14 +158,46 @@ def _subset(x, y, size, seed):
     return x[index], y[index]
 
 
-def load_arrays(dataset, data_dir, train_size=0, test_size=0, seed=0):
-    """Loads a data set as uint8 arrays, optionally subsampled.
+def _validation_split(x, y, groups, size, seed):
+    """Splits about `size` samples off `(x, y)`, whole groups at a time.
+
+    `groups` (GTSRB's track ids: the ~30 frames of one physical sign) keeps
+    near-duplicate frames on one side of the split, so the validation
+    accuracy is not inflated by frames of training tracks. Groups are drawn
+    in a random order (`seed`) until at least `size` samples are held out.
 
     Returns:
-        `(x_train, y_train), (x_test, y_test)`.
+        `((x_train, y_train), (x_validation, y_validation))`.
     """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        held_out = rng.permutation(len(x))[:size]
+    else:
+        names, counts = np.unique(groups, return_counts=True)
+        order = rng.permutation(len(names))
+        taken = np.searchsorted(np.cumsum(counts[order]), size) + 1
+        held_out = np.flatnonzero(np.isin(groups, names[order[:taken]]))
+    mask = np.zeros(len(x), bool)
+    mask[held_out] = True
+    return (x[~mask], y[~mask]), (x[mask], y[mask])
+
+
+def load_arrays(
+    dataset, data_dir, train_size=0, test_size=0, seed=0, validation_size=0
+):
+    """Loads a data set as uint8 arrays, optionally subsampled.
+
+    With `validation_size`, about that many training images (whole GTSRB
+    tracks) are held out first, then `train_size` images are drawn from the
+    rest.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`, plus `(x_val, y_val)` (None
+        without `validation_size`) as a third element.
+    """
+    groups = None
     if dataset == "gtsrb":
-        (x_train, y_train, _), test = datasets.load_gtsrb(data_dir)
+        (x_train, y_train, groups), test = datasets.load_gtsrb(data_dir)
     elif dataset == "cifar10":
         (x_train, y_train), test = datasets.load_cifar10(data_dir)
     elif dataset == "cifar100":
@@ -147,16 +207,24 @@ def load_arrays(dataset, data_dir, train_size=0, test_size=0, seed=0):
             f"`dataset` should be one of {sorted(DATASETS)}. "
             f"Received: dataset={dataset!r}"
         )
+    validation = None
+    if validation_size:
+        (x_train, y_train), validation = _validation_split(
+            x_train, y_train, groups, validation_size, seed + 2
+        )
     train = _subset(x_train, y_train, train_size, seed)
     test = _subset(test[0], test[1], test_size, seed + 1)
-    return train, test
+    return train, test, validation
 
 
-def make_pipelines(dataset, train, test, batch_size, augment, seed):
+def make_pipelines(
+    dataset, train, test, batch_size, augment, seed, validation=None
+):
     """Training and test pipelines, standardised with training statistics.
 
     Returns:
-        `(train_pipeline, test_pipeline, steps_per_epoch)`.
+        `(train_pipeline, test_pipeline, steps_per_epoch)`, plus the
+        validation pipeline (None without `validation`) as a fourth element.
     """
     x_train, y_train = train
     pixels = x_train.reshape(-1, x_train.shape[-1]).astype("float64")
@@ -181,8 +249,17 @@ def make_pipelines(dataset, train, test, batch_size, augment, seed):
         mean=mean,
         std=std,
     )
+    validation_pipeline = validation and datasets.make_pipeline(
+        validation[0],
+        validation[1],
+        batch_size=batch_size,
+        training=False,
+        mean=mean,
+        std=std,
+    )
     # The training pipeline drops the last partial batch.
-    return train_pipeline, test_pipeline, len(x_train) // batch_size
+    steps = len(x_train) // batch_size
+    return train_pipeline, test_pipeline, steps, validation_pipeline
 
 
 def _static_batch_size(pipeline, batch_size):
@@ -257,25 +334,54 @@ def compile_model(
     return model
 
 
-def train(model, train_pipeline, mode, epochs_per_block, epochs, verbose=1):
+def train(
+    model,
+    train_pipeline,
+    mode,
+    epochs_per_block,
+    epochs,
+    verbose=1,
+    cache_prefix=False,
+    validation_pipeline=None,
+):
     """Fits `model` greedily or end to end.
+
+    `cache_prefix` (greedy modes only) computes the frozen blocks' output
+    once per block; `validation_pipeline` is evaluated after every epoch
+    (through the auxiliary head of the block being trained).
 
     Returns:
         `(history, wall_time_seconds)`.
     """
     start = time.perf_counter()
+    kwargs = {}
+    if validation_pipeline is not None:
+        kwargs["validation_data"] = validation_pipeline
     if mode == "end_to_end":
         history = model.fit(
             train_pipeline,
             epochs=epochs,
             schedule="end_to_end",
             verbose=verbose,
+            **kwargs,
         )
     else:
         history = model.fit(
-            train_pipeline, epochs=epochs_per_block, verbose=verbose
+            train_pipeline,
+            epochs=epochs_per_block,
+            verbose=verbose,
+            cache_prefix=cache_prefix,
+            **kwargs,
         )
     return history, time.perf_counter() - start
+
+
+def resolve_cache_prefix(settings):
+    """`settings["cache_prefix"]`, None meaning: greedy, no augmentation."""
+    cache = settings.get("cache_prefix")
+    if cache is None:
+        cache = settings["mode"] != "end_to_end" and not settings["augment"]
+    return bool(cache)
 
 
 def block_history(history):
@@ -319,6 +425,10 @@ def settings_from_flags(flag_values):
         "width",
         "granularity",
         "head_grid_size",
+        "head_conv_filters",
+        "head_hidden_units",
+        "cache_prefix",
+        "validation_size",
         "epochs_per_block",
         "epochs",
         "batch_size",
@@ -356,21 +466,36 @@ def run(dataset, settings, output_dir=None, verbose=1):
         verbose: Keras verbosity.
 
     Returns:
-        `(model, summary, test_pipeline)`: the trained model, a JSON-able
-        dict of the results and the test pipeline.
+        `(model, summary, test_pipeline, validation_pipeline)`: the trained
+        model, a JSON-able dict of the results, the test pipeline and the
+        validation pipeline (None without `validation_size`).
     """
-    s = settings
+    s = dict(settings)
+    s["cache_prefix"] = resolve_cache_prefix(s)
+    if s["cache_prefix"] and s["mode"] == "end_to_end":
+        raise ValueError("`cache_prefix` is for the greedy modes only.")
+    if s["cache_prefix"] and s["augment"]:
+        raise ValueError(
+            "`cache_prefix` would freeze one draw of the augmentation; "
+            "turn it off with `augment`."
+        )
     keras.utils.set_random_seed(s["seed"])
-    train_arrays, test_arrays = load_arrays(
-        dataset, s["data_dir"], s["train_size"], s["test_size"], s["seed"]
+    train_arrays, test_arrays, validation_arrays = load_arrays(
+        dataset,
+        s["data_dir"],
+        s["train_size"],
+        s["test_size"],
+        s["seed"],
+        validation_size=s.get("validation_size", 0),
     )
-    train_pipeline, test_pipeline, steps = make_pipelines(
+    train_pipeline, test_pipeline, steps, validation_pipeline = make_pipelines(
         dataset,
         train_arrays,
         test_arrays,
         s["batch_size"],
         s["augment"],
         s["seed"],
+        validation=validation_arrays,
     )
     model = build_model(
         DATASETS[dataset]["num_classes"],
@@ -378,6 +503,8 @@ def run(dataset, settings, output_dir=None, verbose=1):
         width=s["width"],
         granularity=s["granularity"],
         head_grid_size=s["head_grid_size"],
+        head_conv_filters=s.get("head_conv_filters") or None,
+        head_hidden_units=s.get("head_hidden_units") or None,
     )
     stage_epochs = (
         s["epochs"] if s["mode"] == "end_to_end" else s["epochs_per_block"]
@@ -400,8 +527,17 @@ def run(dataset, settings, output_dir=None, verbose=1):
         s["epochs_per_block"],
         s["epochs"],
         verbose=verbose,
+        cache_prefix=s["cache_prefix"],
+        validation_pipeline=validation_pipeline,
     )
     results = model.evaluate(test_pipeline, verbose=0, return_dict=True)
+    validation_accuracy = None
+    if validation_pipeline is not None:
+        validation_accuracy = float(
+            model.evaluate(validation_pipeline, verbose=0, return_dict=True)[
+                "accuracy"
+            ]
+        )
     total_epochs = len(history.history.get("loss", []))
     summary = {
         "dataset": DATASETS[dataset]["title"],
@@ -412,6 +548,10 @@ def run(dataset, settings, output_dir=None, verbose=1):
         "test_loss": float(results["loss"]),
         "train_images": int(len(train_arrays[0])),
         "test_images": int(len(test_arrays[0])),
+        "validation_accuracy": validation_accuracy,
+        "validation_images": 0
+        if validation_arrays is None
+        else int(len(validation_arrays[0])),
         "wall_time_s": round(wall_time, 2),
         "images_per_s": round(
             total_epochs * steps * s["batch_size"] / wall_time, 1
@@ -429,14 +569,14 @@ def run(dataset, settings, output_dir=None, verbose=1):
         model.save(os.path.join(output_dir, f"{name}.keras"))
         with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    return model, summary, test_pipeline
+    return model, summary, test_pipeline, validation_pipeline
 
 
 def main(dataset, flag_values):
     """The body of every example script: train, evaluate, save, report."""
     settings = settings_from_flags(flag_values)
     output_dir = flag_values.output_dir or os.path.join("runs", dataset)
-    _, summary, _ = run(
+    _, summary, _, _ = run(
         dataset, settings, output_dir, verbose=flag_values.verbose
     )
     print(

@@ -43,6 +43,9 @@ References:
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
+# OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
 import time  # noqa: E402

@@ -36,6 +36,11 @@ def test_gtsrb_quick(tmp_path):
             # the test accuracy to be clearly above chance.
             "--alpha=2",
             "--epochs_per_block=4",
+            # The head and validation flags must reach the model and the
+            # summary (small values: they barely lengthen the run).
+            "--head_conv_filters=4",
+            "--head_hidden_units=8",
+            "--validation_size=300",
             "--verbose=0",
         ],
         cwd=ROOT,
@@ -57,6 +62,21 @@ def test_gtsrb_quick(tmp_path):
     assert summary["settings"]["alpha"] == 2
     assert summary["train_images"] == 2000
     assert summary["test_images"] == 1000
+    # Whole GTSRB tracks are held out, so at least the requested number.
+    assert summary["validation_images"] >= 300
+    assert 0.0 <= summary["validation_accuracy"] <= 1.0
+    # Greedy, no augmentation: the prefix cache is on by default.
+    assert summary["settings"]["cache_prefix"] is True
+    # Validation metrics were recorded after every epoch of every block.
+    assert all(
+        len(block["val_accuracy"]) == 4 for block in summary["block_history"]
+    )
+    model = keras.saving.load_model(
+        os.path.join(output_dir, "gtsrb_greedy_dib.keras")
+    )
+    head_config = model.training_heads[0].get_config()
+    assert head_config["conv_filters"] == 4
+    assert head_config["hidden_units"] == 8
     # One history per greedy block (VGG-11 has 5 stages).
     assert len(summary["block_history"]) == 5
     # Better than chance (1/43) on the held-out test images.
