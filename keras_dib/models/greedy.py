@@ -643,12 +643,6 @@ class GreedyLayerwiseModel(keras.Model):
                     schedule, stage, stage_epochs, verbose, initial_epoch
                 )
                 stage_callbacks = []
-                stage_kwargs = dict(kwargs)
-                stage_arrays = arrays
-                if use_cache:
-                    stage_arrays, validation = cache.stage_data(stage)
-                    if validation is not None:
-                        stage_kwargs["validation_data"] = validation
                 if checkpoint is not None:
                     stage_callbacks.append(
                         checkpointing.CheckpointCallback(
@@ -663,23 +657,18 @@ class GreedyLayerwiseModel(keras.Model):
                             {k: list(v) for k, v in stage_history.items()},
                         )
                     )
-                if stage_arrays is not None and checkpoint is not None:
-                    data = checkpointing.ShuffledArrays(
-                        stage_arrays,
-                        batch_size,
-                        seed,
-                        position,
-                        initial_epoch,
-                        shuffle=stage_kwargs.pop("shuffle", True),
-                    )
-                    data = (data, None, None)
-                    stage_kwargs["shuffle"] = False
-                elif stage_arrays is not None:
-                    if len(stage_arrays) == 3:
-                        stage_kwargs["sample_weight"] = stage_arrays[2]
-                    data = (stage_arrays[0], stage_arrays[1], batch_size)
-                else:
-                    data = (x, y, batch_size)
+                data, stage_kwargs = self._stage_data(
+                    x,
+                    y,
+                    batch_size,
+                    kwargs,
+                    arrays,
+                    cache if use_cache else None,
+                    stage,
+                    shuffle_seed=(seed, position, initial_epoch)
+                    if checkpoint is not None
+                    else None,
+                )
                 for callback in callbacks:
                     if hasattr(callback, "on_block_begin"):
                         callback.on_block_begin(stage)
@@ -729,6 +718,40 @@ class GreedyLayerwiseModel(keras.Model):
         result.params = {"epochs": epochs_per_block, "schedule": schedule}
         self.history = result
         return result
+
+    @staticmethod
+    def _stage_data(
+        x, y, batch_size, kwargs, arrays, cache, stage, shuffle_seed
+    ):
+        """`(x, y, batch_size)` and fit kwargs for one stage.
+
+        Arrays come from the prefix cache (when given) and, with a
+        checkpoint (`shuffle_seed = (seed, position, initial_epoch)`), are
+        served in a restorable order by `ShuffledArrays`; otherwise the
+        user's data goes to Keras as it is.
+        """
+        stage_kwargs = dict(kwargs)
+        if cache is not None:
+            arrays, validation = cache.stage_data(stage)
+            if validation is not None:
+                stage_kwargs["validation_data"] = validation
+        if arrays is None:
+            return (x, y, batch_size), stage_kwargs
+        if shuffle_seed is not None:
+            seed, position, initial_epoch = shuffle_seed
+            data = checkpointing.ShuffledArrays(
+                arrays,
+                batch_size,
+                seed,
+                position,
+                initial_epoch,
+                shuffle=stage_kwargs.pop("shuffle", True),
+            )
+            stage_kwargs["shuffle"] = False
+            return (data, None, None), stage_kwargs
+        if len(arrays) == 3:
+            stage_kwargs["sample_weight"] = arrays[2]
+        return (arrays[0], arrays[1], batch_size), stage_kwargs
 
     @staticmethod
     def _merge_stage_history(merged, block_histories, stage, stage_history):

@@ -107,42 +107,39 @@ print("MATCH")
 """
 
 
+def _assert_script_matches(test, script, **environment):
+    """Runs `script` in a fresh Python with `environment`; expects MATCH."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=dict(os.environ, **environment),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    test.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    test.assertIn("MATCH", result.stdout)
+
+
 class DataParallelTest(TestCase):
     def test_greedy_fit_on_two_devices_matches_one(self):
         if keras.backend.backend() != "jax":
             pytest.skip("keras.distribution.DataParallel runs on JAX")
-        env = dict(
-            os.environ,
+        _assert_script_matches(
+            self,
+            SCRIPT,
             KERAS_BACKEND="jax",
             XLA_FLAGS="--xla_force_host_platform_device_count=2",
         )
-        result = subprocess.run(
-            [sys.executable, "-c", SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-        self.assertIn("MATCH", result.stdout)
 
 
 class MirroredStrategyTest(TestCase):
     def test_greedy_fit_on_two_replicas_matches_one(self):
         if keras.backend.backend() != "tensorflow":
             pytest.skip("tf.distribute.MirroredStrategy runs on TensorFlow")
-        env = dict(
-            os.environ,
+        _assert_script_matches(
+            self,
+            MIRRORED_SCRIPT,
             KERAS_BACKEND="tensorflow",
             CUDA_VISIBLE_DEVICES="",
             TF_CPP_MIN_LOG_LEVEL="2",
         )
-        result = subprocess.run(
-            [sys.executable, "-c", MIRRORED_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-        self.assertIn("MATCH", result.stdout)
