@@ -6,7 +6,13 @@ ways, in one process and with one seed (`--seeds` for several):
 
 - `greedy_dib`: block by block on `keras_dib.DIB(alpha, beta)`;
 - `greedy_ce`: block by block on the auxiliary heads' cross-entropy only;
-- `end_to_end`: ordinary backpropagation on the cross-entropy.
+- `end_to_end`: ordinary backpropagation on the cross-entropy;
+- `simultaneous_dib` (with `--modes`): every block at once on its own DIB
+  objective, the gradient stopped between blocks (decoupled greedy
+  learning), for the end-to-end number of epochs.
+
+`--architecture resnet --depth 18` swaps the VGG-11 for a CIFAR-style
+ResNet-18 (one greedy block per residual block).
 
 Budgets (`--setting`):
 
@@ -35,6 +41,10 @@ python benchmarks/accuracy.py --modes greedy_dib --validation_size 5000 \
 python benchmarks/accuracy.py --head_conv_filters 32 --variant_name conv32
 python benchmarks/accuracy.py --plot_variants conv32 \
     --plot_name accuracy_cpu_full.png
+# ResNet-18, and the simultaneous schedule:
+python benchmarks/accuracy.py --architecture resnet --depth 18 \
+    --modes greedy_dib,end_to_end --head_conv_filters 32
+python benchmarks/accuracy.py --modes simultaneous_dib --head_conv_filters 32
 ```
 
 Greedy runs without augmentation use `fit(cache_prefix=True)` by default.
@@ -84,8 +94,17 @@ flags.DEFINE_string(
 flags.DEFINE_enum("setting", "cpu", ["cpu", "gpu"], "Budget (see above).")
 flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds.")
 flags.DEFINE_list(
-    "modes", list(common.MODES), "Training modes to run, in order."
+    "modes",
+    ["greedy_dib", "greedy_ce", "end_to_end"],
+    f"Training modes to run, in order, among {common.MODES}.",
 )
+flags.DEFINE_enum(
+    "architecture", "vgg", list(common.ARCHITECTURES), "Network family."
+)
+flags.DEFINE_integer(
+    "depth", None, "VGG: 11 (default), 13, 16, 19; ResNet: 18 (default), 34."
+)
+flags.DEFINE_integer("width", None, "Overrides the setting's width.")
 flags.DEFINE_integer(
     "train_size", 0, "Training images used (0: the full training set)."
 )
@@ -187,10 +206,11 @@ def _label(record):
         "greedy_dib": "greedy DIB",
         "greedy_ce": "greedy cross-entropy",
         "end_to_end": "end to end",
+        "simultaneous_dib": "simultaneous DIB",
     }
     variant = record.get("variant", "baseline")
     variant = "" if variant == "baseline" else f", {variant}"
-    if mode == "end_to_end":
+    if mode in ("end_to_end", "simultaneous_dib"):
         budget = f"{record['settings']['epochs']} epochs"
     else:
         budget = f"{record['settings']['epochs_per_block']} epochs/block"
@@ -210,7 +230,7 @@ def plot(records, path, title):
         groups.setdefault(_label(record), []).append(record)
     figure = Figure(figsize=(7.0, 4.6))
     axes = figure.add_subplot()
-    styles = {"greedy_dib": "o-", "greedy_ce": "s--"}
+    styles = {"greedy_dib": "o-", "greedy_ce": "s--", "simultaneous_dib": "^-."}
     e2e_styles = iter([":", "-."])
     num_blocks = 1
     for label, group in groups.items():
@@ -264,8 +284,12 @@ def _title(records):
     )
 
 
-def plot_from_jsonl(jsonl, variants, path):
-    """Plots the test-set records of `variants` found in `jsonl`."""
+def plot_from_jsonl(jsonl, variants, path, dataset=None, model_prefix=None):
+    """Plots the test-set records of `variants` found in `jsonl`.
+
+    `dataset` (a title such as "GTSRB 32x32") and `model_prefix` (such as
+    "VGG-11-BN") keep only the records of that data set and network.
+    """
     with open(jsonl) as f:
         records = [json.loads(line) for line in f if line.strip()]
     records = [
@@ -274,9 +298,14 @@ def plot_from_jsonl(jsonl, variants, path):
         if r.get("split", "test") == "test"
         and r.get("variant", "baseline") in variants
         and not r["settings"].get("train_size")
+        and (dataset is None or r["dataset"] == dataset)
+        and (model_prefix is None or r["model"].startswith(model_prefix))
     ]
     if not records:
-        raise ValueError(f"No full-data test records of {variants} in {jsonl}")
+        raise ValueError(
+            f"No full-data test records of variants {variants} (data set "
+            f"{dataset}, model {model_prefix}) in {jsonl}"
+        )
     plot(records, path, _title(records))
 
 
@@ -286,11 +315,21 @@ def main(argv):
     os.makedirs(FLAGS.results_dir, exist_ok=True)
     jsonl = os.path.join(FLAGS.results_dir, f"accuracy_{FLAGS.setting}.jsonl")
     plot_name = FLAGS.plot_name or f"accuracy_{FLAGS.setting}.png"
+    unknown = sorted(set(FLAGS.modes) - set(common.MODES))
+    if unknown:
+        raise app.UsageError(
+            f"--modes should be among {common.MODES}. Received: {unknown}"
+        )
+    depth = FLAGS.depth or (11 if FLAGS.architecture == "vgg" else 18)
     if FLAGS.plot_variants:
         plot_from_jsonl(
             jsonl,
             FLAGS.plot_variants,
             os.path.join(FLAGS.results_dir, plot_name),
+            dataset=common.DATASETS[FLAGS.dataset]["title"],
+            model_prefix=common.model_name(
+                FLAGS.architecture, depth, 0, 0, ""
+            ).split(" ")[0],
         )
         return
     records = []
@@ -298,7 +337,8 @@ def main(argv):
         for mode in FLAGS.modes:
             settings = {
                 "data_dir": data_dir,
-                "depth": 11,
+                "architecture": FLAGS.architecture,
+                "depth": depth,
                 "granularity": "layer",
                 "head_grid_size": FLAGS.head_grid_size,
                 "head_conv_filters": FLAGS.head_conv_filters,
@@ -318,7 +358,7 @@ def main(argv):
                 "seed": seed,
                 **SETTINGS[FLAGS.setting],
             }
-            for name in ("epochs_per_block", "epochs"):
+            for name in ("width", "epochs_per_block", "epochs"):
                 if FLAGS[name].value is not None:
                     settings[name] = FLAGS[name].value
             settings["cache_prefix"] = common.resolve_cache_prefix(settings)

@@ -32,6 +32,8 @@ import keras_dib  # noqa: E402
 
 NUM_CLASSES = 43
 END_TO_END = "end_to_end"
+# Every block at once, each on its own objective (`schedule="simultaneous"`).
+SIMULTANEOUS = "simultaneous"
 THREAD_ENV = (
     "OPENBLAS_NUM_THREADS",
     "OMP_NUM_THREADS",
@@ -95,14 +97,17 @@ def objective(name):
     return keras_dib.losses.DIB(alpha=float(name[4:]), beta=0.01)
 
 
-def build_model(width, loss, depth=11, granularity="layer", seed=0):
-    """VGG-BN as a compiled `GreedyLayerwiseModel` (SGD, momentum 0.9)."""
+def build_model(
+    width, loss, depth=11, granularity="layer", seed=0, architecture="vgg"
+):
+    """VGG-BN or ResNet as a compiled `GreedyLayerwiseModel` (SGD 0.9)."""
     keras.utils.set_random_seed(seed)
-    model = keras_dib.build_vgg(
-        depth,
-        num_classes=NUM_CLASSES,
+    model = common.build_model(
+        NUM_CLASSES,
+        depth=depth,
         width=width,
         granularity=granularity,
+        architecture=architecture,
         head_grid_size=4,
     )
     model.compile(
@@ -113,10 +118,11 @@ def build_model(width, loss, depth=11, granularity="layer", seed=0):
     return model
 
 
-def model_description(model, width, depth=11, granularity="layer"):
-    return (
-        f"VGG-{depth}-BN width {width} ({model.num_blocks} blocks, "
-        f"granularity {granularity})"
+def model_description(
+    model, width, depth=11, granularity="layer", architecture="vgg"
+):
+    return common.model_name(
+        architecture, depth, width, model.num_blocks, granularity
     )
 
 
@@ -131,7 +137,8 @@ def fit_stage(
     callbacks=(),
     cache_prefix=False,
 ):
-    """Trains one stage: block `stage` greedily, or `END_TO_END`.
+    """Trains one stage: block `stage` greedily, `END_TO_END` or
+    `SIMULTANEOUS`.
 
     A greedy block is trained with `epochs=[0, ..., epochs, ..., 0]` (the
     other blocks are skipped), so its step is the real greedy one: the
@@ -141,8 +148,8 @@ def fit_stage(
     objective.
     """
     extra = {}
-    if stage == END_TO_END:
-        schedule, stage_epochs = END_TO_END, epochs
+    if stage in (END_TO_END, SIMULTANEOUS):
+        schedule, stage_epochs = stage, epochs
     else:
         schedule = "sequential"
         stage_epochs = [0] * model.num_blocks
@@ -177,7 +184,9 @@ def parse_stages(blocks, num_blocks):
 
 
 def stage_label(stage):
-    return END_TO_END if stage == END_TO_END else f"block_{stage + 1}"
+    if stage in (END_TO_END, SIMULTANEOUS):
+        return stage
+    return f"block_{stage + 1}"
 
 
 # === Process memory (Linux /proc) ===

@@ -35,6 +35,11 @@ one stage for `--steps` steps on the same batches, and measures:
   bytes in use before training; the fresh process per configuration is
   what resets it.
 
+The simultaneous schedule (`--simultaneous`, on by default: every block
+and its head trained at once, the gradient stopped between blocks) is
+measured the same way, as one more configuration. `--architecture resnet`
+measures a CIFAR-style ResNet-18 instead of the VGG-11.
+
 One JSON line per configuration (block or end to end, batch size) is
 printed and appended to `<output_dir>/memory.jsonl`, with a `method` field
 saying how each number was measured and each block's ratio to end to end;
@@ -72,6 +77,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import benchmark_common as bench  # noqa: E402
+import common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
@@ -84,7 +90,19 @@ SETTINGS = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("setting", "cpu", list(SETTINGS), "Default sizes.")
-flags.DEFINE_integer("width", None, "Channels of the first VGG layer.")
+flags.DEFINE_integer("width", None, "Channels of the first layer.")
+flags.DEFINE_enum(
+    "architecture", "vgg", list(common.ARCHITECTURES), "Network family."
+)
+flags.DEFINE_integer(
+    "depth", None, "VGG: 11 (default), 13, 16, 19; ResNet: 18 (default), 34."
+)
+flags.DEFINE_bool(
+    "simultaneous",
+    True,
+    "Also measure the simultaneous schedule (every block and head trained "
+    "at once, the gradient stopped between blocks).",
+)
 flags.DEFINE_list("batch_sizes", None, "Batch sizes (one run each).")
 flags.DEFINE_integer("steps", None, "Training steps per configuration.")
 flags.DEFINE_list(
@@ -179,9 +197,21 @@ def _reset_device_peak():
     # JAX cannot reset its peak: the fresh process is the reset.
 
 
+def _depth():
+    return FLAGS.depth or (11 if FLAGS.architecture == "vgg" else 18)
+
+
+def _schedule(stage):
+    if stage in (bench.END_TO_END, bench.SIMULTANEOUS):
+        return stage
+    return "sequential"
+
+
 def _trainable_parameters(model, stage):
     if stage == bench.END_TO_END:
         layers = model.blocks + [model.head]
+    elif stage == bench.SIMULTANEOUS:
+        layers = model.blocks + model.training_heads
     else:
         layers = [model.blocks[stage], model.training_heads[stage]]
     return int(
@@ -212,8 +242,8 @@ def jitted_train_step(model, stage, batch):
     """
     import jax
 
-    schedule = bench.END_TO_END if stage == bench.END_TO_END else "sequential"
-    block = None if stage == bench.END_TO_END else stage
+    schedule = _schedule(stage)
+    block = None if schedule != "sequential" else stage
     model._enter_stage(schedule, block, model.get_compile_config(), None)
     model._symbolic_build(data_batch=batch)
     state = model._get_jax_state(
@@ -302,10 +332,17 @@ def _measure_fit(model, stage, x, y, batch_size, steps, result):
 def measure(stage, x, y, batch_size, steps):
     """Memory of training `stage` for `steps` steps, in this process."""
     width = _setting("width")
-    model = bench.build_model(width, bench.objective(FLAGS.objective))
+    model = bench.build_model(
+        width,
+        bench.objective(FLAGS.objective),
+        depth=_depth(),
+        architecture=FLAGS.architecture,
+    )
     result = {
         "stage": bench.stage_label(stage),
-        "model": bench.model_description(model, width),
+        "model": bench.model_description(
+            model, width, _depth(), architecture=FLAGS.architecture
+        ),
         "num_blocks": model.num_blocks,
         "trainable_parameters": _trainable_parameters(model, stage),
     }
@@ -338,7 +375,8 @@ def measure(stage, x, y, batch_size, steps):
 def worker():
     data = np.load(FLAGS.worker_data)
     stage = FLAGS.worker
-    stage = bench.END_TO_END if stage == bench.END_TO_END else int(stage)
+    if stage not in (bench.END_TO_END, bench.SIMULTANEOUS):
+        stage = int(stage)
     result = measure(
         stage, data["x"], data["y"], int(data["batch_size"]), _setting("steps")
     )
@@ -361,6 +399,8 @@ def _run_worker(stage, data_path, directory):
         f"--width={_setting('width')}",
         f"--steps={_setting('steps')}",
         f"--objective={FLAGS.objective}",
+        f"--architecture={FLAGS.architecture}",
+        f"--depth={_depth()}",
     ]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     completed = subprocess.run(
@@ -435,6 +475,8 @@ def _plotted(record, key):
 
 
 def _block_order(record):
+    if record["stage"] == bench.SIMULTANEOUS:
+        return 10**6 - 1
     if record["stage"] == bench.END_TO_END:
         return 10**6
     return int(record["stage"].split("_")[1])
@@ -468,10 +510,8 @@ def plot(records, path):
             [r for r in records if r["batch_size"] == batch_size],
             key=_block_order,
         )
-        labels = [
-            "e2e" if r["stage"] == bench.END_TO_END else r["stage"][6:]
-            for r in rows
-        ]
+        short = {bench.END_TO_END: "e2e", bench.SIMULTANEOUS: "sim"}
+        labels = [short.get(r["stage"], r["stage"][6:]) for r in rows]
         for column, (key, title) in enumerate(methods):
             axes = figure.add_subplot(
                 len(batch_sizes),
@@ -479,7 +519,9 @@ def plot(records, path):
                 row * len(methods) + column + 1,
             )
             values = [_plotted(r, key) / 2**20 for r in rows]
-            colors = ["k" if label == "e2e" else "C0" for label in labels]
+            colors = [
+                {"e2e": "k", "sim": "C1"}.get(label, "C0") for label in labels
+            ]
             bars = axes.bar(range(len(rows)), values, 0.7, color=colors)
             if labels[-1] == "e2e" and values[-1] > 0:
                 for bar, value in zip(bars[:-1], values[:-1]):
@@ -491,7 +533,10 @@ def plot(records, path):
                         fontsize=7,
                     )
             axes.set_xticks(range(len(rows)), labels)
-            axes.set_xlabel("greedy block (ratio to e2e above)", fontsize=8)
+            axes.set_xlabel(
+                "greedy block, sim(ultaneous) (ratio to e2e above)",
+                fontsize=8,
+            )
             axes.set_ylabel("MiB", fontsize=8)
             axes.set_title(f"{title}, batch {batch_size}", fontsize=8)
             axes.tick_params(labelsize=7)
@@ -523,6 +568,8 @@ def main(argv):
             # the number of blocks (no model is built in this process).
             reference = _run_worker(bench.END_TO_END, data_path, directory)
             stages = bench.parse_stages(FLAGS.blocks, reference["num_blocks"])
+            if FLAGS.simultaneous:
+                stages.append(bench.SIMULTANEOUS)
             for stage in [bench.END_TO_END] + stages:
                 if stage == bench.END_TO_END:
                     result = reference
@@ -536,9 +583,7 @@ def main(argv):
                     "dataset": dataset,
                     "batch_size": batch_size,
                     "steps": steps,
-                    "schedule": "end_to_end"
-                    if stage == bench.END_TO_END
-                    else "sequential",
+                    "schedule": _schedule(stage),
                     "objective": "cross-entropy"
                     if stage == bench.END_TO_END
                     else FLAGS.objective,
@@ -549,7 +594,8 @@ def main(argv):
                     "method": METHOD,
                     "settings": {
                         "width": width,
-                        "depth": 11,
+                        "architecture": FLAGS.architecture,
+                        "depth": _depth(),
                         "granularity": "layer",
                         "head_grid_size": 4,
                         "optimizer": "SGD(0.05, momentum=0.9)",

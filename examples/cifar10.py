@@ -7,7 +7,7 @@ from the official archive (`--data_dir`, or the Keras cache). The JPEG
 copy is slightly lossy, so its accuracies are not exactly comparable with
 published CIFAR-10 numbers.
 
-This tutorial trains a VGG-11 with batch normalization in one of three
+This tutorial trains a VGG-11 with batch normalization in one of four
 ways (`--mode`):
 
 - `greedy_dib` (default): one block at a time, each on the deterministic
@@ -15,6 +15,10 @@ ways (`--mode`):
   auxiliary classifier (`keras_dib.DIB`); earlier blocks stay frozen.
 - `greedy_ce`: the same with the auxiliary cross-entropy only.
 - `end_to_end`: ordinary backpropagation.
+- `simultaneous_dib`: all blocks at once, each on its own DIB objective,
+  the gradient stopped between blocks (`--epochs` epochs).
+
+`--architecture resnet --depth 18` trains a CIFAR-style ResNet-18 instead.
 
 CIFAR-10 is where greedy training struggles most (see `BASELINES.md`):
 turn on `--augment` (pad-4 random crops and horizontal flips, done in the

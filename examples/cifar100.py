@@ -14,8 +14,10 @@ the Keras cache, tries to download, and otherwise raises an error that says
 where it looked.
 
 Modes (`--mode`): `greedy_dib` (default: one block at a time, each on
-`CE + beta * I_alpha(X; T_l)`), `greedy_ce` (auxiliary cross-entropy only)
-and `end_to_end` (backpropagation).
+`CE + beta * I_alpha(X; T_l)`), `greedy_ce` (auxiliary cross-entropy only),
+`end_to_end` (backpropagation) and `simultaneous_dib` (all blocks at once,
+gradient stopped between them). `--architecture resnet --depth 18` trains
+a CIFAR-style ResNet-18 instead of the VGG.
 
 Run from the repository root:
 

@@ -32,7 +32,12 @@ from keras_dib import datasets  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-MODES = ("greedy_dib", "greedy_ce", "end_to_end")
+# `simultaneous_dib`: every block at once on its own DIB objective, the
+# gradient stopped between blocks (`fit(schedule="simultaneous")`); its
+# budget is `--epochs`, like end to end, since every step trains all blocks.
+MODES = ("greedy_dib", "greedy_ce", "end_to_end", "simultaneous_dib")
+GREEDY_MODES = ("greedy_dib", "greedy_ce")
+ARCHITECTURES = ("vgg", "resnet")
 
 # Display names, number of classes and whether a horizontal flip is a valid
 # augmentation (not for traffic signs: a mirrored "turn left" is "turn
@@ -75,13 +80,24 @@ def define_flags(dataset):
         "to the repository root when it exists, else the Keras cache, "
         "downloading if needed).",
     )
-    flags.DEFINE_integer("depth", 11, "VGG depth: 11, 13, 16 or 19.")
-    flags.DEFINE_integer("width", 64, "Channels of the first VGG layer.")
+    flags.DEFINE_enum(
+        "architecture",
+        "vgg",
+        list(ARCHITECTURES),
+        "VGG with batch normalization or CIFAR-style ResNet.",
+    )
+    flags.DEFINE_integer(
+        "depth", 11, "VGG: 11, 13, 16 or 19; ResNet: 18 or 34."
+    )
+    flags.DEFINE_integer(
+        "width", 64, "Channels of the first layer (64: the standard network)."
+    )
     flags.DEFINE_enum(
         "granularity",
         "layer",
         ["layer", "stage"],
-        "One greedy block per convolution or per VGG stage.",
+        "One greedy block per convolution (VGG) or residual block (ResNet), "
+        "or one per stage.",
     )
     flags.DEFINE_integer(
         "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
@@ -140,7 +156,7 @@ def define_flags(dataset):
         "quick",
         False,
         "Smoke run: width 8, one block per stage, 2000 training and 1000 "
-        "test images, 1 epoch per block (2 end to end); flags given "
+        "test images, 3 epochs per block (5 end to end); flags given "
         "explicitly take precedence.",
     )
     flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -286,14 +302,49 @@ def _static_batch_size(pipeline, batch_size):
 # === Model ===
 
 
-def build_model(num_classes, depth=11, width=64, granularity="layer", **kw):
-    """A VGG with batch normalization, as a `GreedyLayerwiseModel`."""
+def build_model(
+    num_classes,
+    depth=11,
+    width=64,
+    granularity="layer",
+    architecture="vgg",
+    **kw,
+):
+    """A VGG-BN or a CIFAR-style ResNet, as a `GreedyLayerwiseModel`.
+
+    `granularity="layer"` is the finest cut of each architecture: one block
+    per convolution of a VGG, one per residual block of a ResNet.
+    """
+    if architecture == "resnet":
+        return keras_dib.build_resnet(
+            depth,
+            num_classes=num_classes,
+            width=width,
+            granularity="block" if granularity == "layer" else granularity,
+            **kw,
+        )
+    if architecture != "vgg":
+        raise ValueError(
+            f"`architecture` should be one of {ARCHITECTURES}. Received: "
+            f"architecture={architecture!r}"
+        )
     return keras_dib.build_vgg(
         depth,
         num_classes=num_classes,
         width=width,
         granularity=granularity,
         **kw,
+    )
+
+
+def model_name(architecture, depth, width, num_blocks, granularity):
+    """The model's description in the reports."""
+    family = f"VGG-{depth}-BN" if architecture == "vgg" else f"ResNet-{depth}"
+    if architecture == "resnet" and granularity == "layer":
+        granularity = "block"
+    return (
+        f"{family} width {width} ({num_blocks} blocks, granularity "
+        f"{granularity})"
     )
 
 
@@ -325,7 +376,7 @@ def compile_model(
         opt = keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=weight_decay
         )
-    if mode == "greedy_dib":
+    if mode in ("greedy_dib", "simultaneous_dib"):
         loss = keras_dib.DIB(alpha=alpha, beta=beta, compression=compression)
     else:
         # Cross-entropy only: the greedy baseline, and the end-to-end loss.
@@ -344,7 +395,10 @@ def train(
     cache_prefix=False,
     validation_pipeline=None,
 ):
-    """Fits `model` greedily or end to end.
+    """Fits `model` greedily, simultaneously or end to end.
+
+    The greedy modes train `epochs_per_block` epochs per block; end to end
+    and simultaneous training run `epochs` epochs of the whole network.
 
     `cache_prefix` (greedy modes only) computes the frozen blocks' output
     once per block; `validation_pipeline` is evaluated after every epoch
@@ -357,11 +411,11 @@ def train(
     kwargs = {}
     if validation_pipeline is not None:
         kwargs["validation_data"] = validation_pipeline
-    if mode == "end_to_end":
+    if mode in ("end_to_end", "simultaneous_dib"):
         history = model.fit(
             train_pipeline,
             epochs=epochs,
-            schedule="end_to_end",
+            schedule="end_to_end" if mode == "end_to_end" else "simultaneous",
             verbose=verbose,
             **kwargs,
         )
@@ -380,7 +434,7 @@ def resolve_cache_prefix(settings):
     """`settings["cache_prefix"]`, None meaning: greedy, no augmentation."""
     cache = settings.get("cache_prefix")
     if cache is None:
-        cache = settings["mode"] != "end_to_end" and not settings["augment"]
+        cache = settings["mode"] in GREEDY_MODES and not settings["augment"]
     return bool(cache)
 
 
@@ -421,6 +475,7 @@ def settings_from_flags(flag_values):
     """The run settings as a dict, with `--quick` applied."""
     names = [
         "data_dir",
+        "architecture",
         "depth",
         "width",
         "granularity",
@@ -472,8 +527,13 @@ def run(dataset, settings, output_dir=None, verbose=1):
     """
     s = dict(settings)
     s["cache_prefix"] = resolve_cache_prefix(s)
-    if s["cache_prefix"] and s["mode"] == "end_to_end":
-        raise ValueError("`cache_prefix` is for the greedy modes only.")
+    s.setdefault("architecture", "vgg")
+    if s["cache_prefix"] and s["mode"] not in GREEDY_MODES:
+        raise ValueError(
+            f"`cache_prefix` is for the greedy modes {GREEDY_MODES} only "
+            f"(earlier blocks are not frozen otherwise). Received: "
+            f"mode={s['mode']!r}"
+        )
     if s["cache_prefix"] and s["augment"]:
         raise ValueError(
             "`cache_prefix` would freeze one draw of the augmentation; "
@@ -502,12 +562,13 @@ def run(dataset, settings, output_dir=None, verbose=1):
         depth=s["depth"],
         width=s["width"],
         granularity=s["granularity"],
+        architecture=s["architecture"],
         head_grid_size=s["head_grid_size"],
         head_conv_filters=s.get("head_conv_filters") or None,
         head_hidden_units=s.get("head_hidden_units") or None,
     )
     stage_epochs = (
-        s["epochs"] if s["mode"] == "end_to_end" else s["epochs_per_block"]
+        s["epochs_per_block"] if s["mode"] in GREEDY_MODES else s["epochs"]
     )
     compile_model(
         model,
@@ -542,8 +603,13 @@ def run(dataset, settings, output_dir=None, verbose=1):
     summary = {
         "dataset": DATASETS[dataset]["title"],
         "mode": s["mode"],
-        "model": f"VGG-{s['depth']}-BN width {s['width']} "
-        f"({model.num_blocks} blocks, granularity {s['granularity']})",
+        "model": model_name(
+            s["architecture"],
+            s["depth"],
+            s["width"],
+            model.num_blocks,
+            s["granularity"],
+        ),
         "test_accuracy": float(results["accuracy"]),
         "test_loss": float(results["loss"]),
         "train_images": int(len(train_arrays[0])),

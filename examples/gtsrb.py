@@ -3,7 +3,7 @@
 GTSRB (the German Traffic Sign Recognition Benchmark, here rescaled to 32x32
 pixels) has 39209 training and 12630 test images of 43 classes of traffic
 signs. This tutorial trains a VGG-11 with batch normalization on it in one
-of three ways (`--mode`):
+of four ways (`--mode`):
 
 - `greedy_dib` (default): one block at a time. Block 1 is trained with a
   small auxiliary classifier on top of it, on the deterministic information
@@ -13,6 +13,12 @@ of three ways (`--mode`):
 - `greedy_ce`: the same, with the cross-entropy of the auxiliary heads only
   (`keras_dib.LocalObjective()`), the classic greedy baseline.
 - `end_to_end`: ordinary backpropagation through the whole network.
+- `simultaneous_dib`: every block at once, each on its own DIB objective
+  through its own head, the gradient stopped between blocks (decoupled
+  greedy learning); `--epochs` epochs of the whole network.
+
+`--architecture resnet --depth 18` trains a CIFAR-style ResNet-18 instead
+(one greedy block per residual block).
 
 Run from the repository root:
 
@@ -20,6 +26,7 @@ Run from the repository root:
 python examples/gtsrb.py --quick                    # a smoke run (< 1 min, CPU)
 python examples/gtsrb.py --width 16 --epochs_per_block 2
 python examples/gtsrb.py --mode end_to_end --epochs 30
+python examples/gtsrb.py --architecture resnet --depth 18 --width 16
 # Auxiliary heads with a 3x3 convolution (Belilovsky et al.), 5000
 # training images (whole tracks) held out to choose the recipe on:
 python examples/gtsrb.py --width 16 --epochs_per_block 2 \

@@ -1,4 +1,4 @@
-"""Smoke tests of `benchmarks/memory.py` and `benchmarks/speed.py`.
+"""Smoke tests of `benchmarks/memory.py`, `speed.py` and `accuracy.py`.
 
 Each script runs in a subprocess on the test's backend with a tiny setting
 (width 4, block 1 and end to end, batch 16, two steps) and writes into a
@@ -78,8 +78,12 @@ def test_memory(tmp_path):
         TINY + ["--batch_sizes=16"] + _data_flags(),
         output_dir,
     )
-    assert [r["stage"] for r in records] == ["end_to_end", "block_1"]
-    end_to_end, block = records
+    assert [r["stage"] for r in records] == [
+        "end_to_end",
+        "block_1",
+        "simultaneous",
+    ]
+    end_to_end, block, simultaneous = records
     for record in records:
         _check_common(record, "memory")
         assert record["batch_size"] == 16
@@ -100,6 +104,12 @@ def test_memory(tmp_path):
         assert record["loss_finite"] is True
     assert block["schedule"] == "sequential"
     assert end_to_end["schedule"] == "end_to_end"
+    assert simultaneous["schedule"] == "simultaneous"
+    # Simultaneous training updates every block and every auxiliary head.
+    assert (
+        simultaneous["trainable_parameters"]
+        > end_to_end["trainable_parameters"]
+    )
     # Block 1 and its auxiliary head are a small part of the network.
     assert (
         block["trainable_parameters"] < end_to_end["trainable_parameters"] / 5
@@ -182,3 +192,86 @@ def test_speed(tmp_path):
         (share["dib_step_ms"] - share["ce_step_ms"]) / share["dib_step_ms"],
         abs=1e-3,
     )
+
+
+def _gtsrb_dir():
+    shared = shared_data_dir()
+    gtsrb = shared and os.path.join(shared, "gtsrb")
+    return gtsrb if gtsrb and os.path.isdir(gtsrb) else None
+
+
+@pytest.mark.skipif(_gtsrb_dir() is None, reason="no shared GTSRB data")
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="the accuracy benchmark runs on JAX (the GPU machine's backend); "
+    "the schedules themselves are tested on every backend in tests/models",
+)
+def test_accuracy_resnet_simultaneous(tmp_path):
+    """ResNet-18 rows: simultaneous DIB and end to end, then a re-plot."""
+    results_dir = str(tmp_path / "accuracy")
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "benchmarks", "accuracy.py"),
+        f"--data_dir={_gtsrb_dir()}",
+        f"--results_dir={results_dir}",
+        "--architecture=resnet",
+        "--width=4",
+        "--train_size=256",
+        "--test_size=128",
+        "--epochs=1",
+        "--verbose=0",
+    ]
+    completed = subprocess.run(
+        command + ["--modes=simultaneous_dib,end_to_end"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    with open(os.path.join(results_dir, "accuracy_cpu.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["mode"] for r in records] == ["simultaneous_dib", "end_to_end"]
+    simultaneous, end_to_end = records
+    for record in records:
+        assert (
+            record["model"] == "ResNet-18 width 4 (8 blocks, granularity block)"
+        )
+        assert record["backend"] == keras.backend.backend()
+        assert record["train_images"] == 256 and record["test_images"] == 128
+        assert 0 <= record["test_accuracy"] <= 1
+        assert record["settings"]["epochs"] == 1
+        # Only the sequential greedy modes may cache the frozen prefix.
+        assert record["settings"]["cache_prefix"] is False
+    # Every block's head was trained and evaluated; the last one is the
+    # network's own classifier.
+    assert len(simultaneous["block_test_accuracy"]) == 8
+    assert simultaneous["block_test_accuracy"][-1] == pytest.approx(
+        simultaneous["test_accuracy"], abs=1e-4
+    )
+    assert end_to_end["block_test_accuracy"] is None
+    assert os.path.isfile(os.path.join(results_dir, "accuracy_cpu.png"))
+    # Re-plotting keeps only full-training-set records: none here.
+    completed = subprocess.run(
+        command + ["--plot_variants=baseline", "--plot_name=again.png"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode != 0
+    assert "No full-data test records" in completed.stderr
+    # An unknown mode is refused before any training.
+    completed = subprocess.run(
+        command + ["--modes=greedy_dib,backprop"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode != 0
+    assert "backprop" in completed.stderr
