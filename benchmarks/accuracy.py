@@ -23,7 +23,12 @@ Budgets (`--setting`):
 
 Each run prints one JSON line (device, backend, data set, model, settings,
 versions, test accuracy of the final model, test accuracy of every block's
-auxiliary head, wall time, images/s) and appends it to
+auxiliary head, wall time, images/s, and, with `--track_accuracy` (on by
+default), the test accuracy after every epoch against the training seconds
+so far, evaluations excluded: the wall time to a given accuracy; greedy
+epochs are measured through the head of the block being trained; these
+per-epoch numbers are reported, never used to choose anything) and appends
+it to
 `benchmarks/results/accuracy_<setting>.jsonl`. A plot of each greedy
 block's auxiliary-head test accuracy as blocks are added, against the
 end-to-end accuracy, goes to `benchmarks/results/accuracy_<setting>.png`.
@@ -159,12 +164,52 @@ flags.DEFINE_string(
     None,
     "File name of the plot in --results_dir (default accuracy_<setting>.png).",
 )
+flags.DEFINE_bool(
+    "track_accuracy",
+    True,
+    "Evaluate after every epoch (the validation split if any, else the "
+    "test set, through the head of the block being trained; reported, "
+    "never used for choices) and record accuracy against training time.",
+)
 flags.DEFINE_integer("verbose", 2, "Keras verbosity.")
 flags.DEFINE_string(
     "results_dir",
     os.path.join(ROOT, "benchmarks", "results"),
     "Where the .jsonl and .png files go.",
 )
+
+
+# Accuracies whose training time to reach is reported.
+THRESHOLDS = {"gtsrb": (0.8, 0.9, 0.95), "cifar10": (0.5, 0.6, 0.7, 0.8)}
+
+
+def accuracy_curve(summary):
+    """`[[training seconds, accuracy, block], ...]` at every epoch's end.
+
+    The accuracy is the per-epoch evaluation's (`val_accuracy` of each
+    block's history: the head of the block being trained); None when
+    nothing was evaluated per epoch.
+    """
+    blocks = summary["block_history"]
+    if not all("val_accuracy" in block for block in blocks):
+        return None
+    accuracies = [
+        (a, k) for k, block in enumerate(blocks) for a in block["val_accuracy"]
+    ]
+    return [
+        [round(t, 2), round(a, 4), k + 1]
+        for t, (a, k) in zip(summary["epoch_seconds"], accuracies)
+    ]
+
+
+def seconds_to_accuracy(curve, thresholds):
+    """The training seconds at which `curve` first reaches each threshold."""
+    return {
+        str(threshold): next(
+            (t for t, accuracy, _ in curve if accuracy >= threshold), None
+        )
+        for threshold in thresholds
+    }
 
 
 def _batches(pipeline):
@@ -228,8 +273,9 @@ def plot(records, path, title):
     groups = {}
     for record in records:
         groups.setdefault(_label(record), []).append(record)
-    figure = Figure(figsize=(7.0, 4.6))
-    axes = figure.add_subplot()
+    curves = [r for r in records if r.get("epoch_test_curve")]
+    figure = Figure(figsize=(12.5 if curves else 7.0, 4.6))
+    axes = figure.add_subplot(1, 2 if curves else 1, 1)
     styles = {"greedy_dib": "o-", "greedy_ce": "s--", "simultaneous_dib": "^-."}
     e2e_styles = iter([":", "-."])
     num_blocks = 1
@@ -272,8 +318,32 @@ def plot(records, path, title):
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    if curves:
+        _plot_curves(figure.add_subplot(1, 2, 2), curves)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def _plot_curves(axes, records):
+    """Test accuracy after every epoch against training seconds."""
+    for record in records:
+        curve = np.array(record["epoch_test_curve"], dtype=float)
+        seeds = f", seed {record['seed']}" if record["seed"] else ""
+        axes.plot(
+            curve[:, 0],
+            100 * curve[:, 1],
+            ".-" if record["mode"] != "end_to_end" else "k:",
+            label=f"{_label(record)}{seeds}",
+        )
+    axes.set_xlabel("training seconds (per-epoch evaluations excluded)")
+    axes.set_ylabel("test accuracy after each epoch (%)")
+    axes.set_title(
+        "accuracy against wall time (greedy: the head of the block "
+        "being trained)",
+        fontsize=9,
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
 
 
 def _title(records):
@@ -363,7 +433,11 @@ def main(argv):
                     settings[name] = FLAGS[name].value
             settings["cache_prefix"] = common.resolve_cache_prefix(settings)
             model, summary, test_pipeline, validation_pipeline = common.run(
-                FLAGS.dataset, settings, output_dir=None, verbose=FLAGS.verbose
+                FLAGS.dataset,
+                settings,
+                output_dir=None,
+                verbose=FLAGS.verbose,
+                monitor_test=FLAGS.track_accuracy,
             )
             # With a validation split, everything is measured on it and the
             # test set is not reported (recipes are chosen on validation).
@@ -376,6 +450,7 @@ def main(argv):
                 block_accuracy = block_test_accuracies(model, eval_pipeline)
             import jax
 
+            curve = accuracy_curve(summary)
             record = {
                 "benchmark": "accuracy",
                 "setting": FLAGS.setting,
@@ -401,6 +476,11 @@ def main(argv):
                 "test_images": 0 if validating else summary["test_images"],
                 "validation_images": summary["validation_images"],
                 "wall_time_s": summary["wall_time_s"],
+                # Training seconds (per-epoch evaluations excluded) and the
+                # evaluated split's accuracy at the end of every epoch.
+                f"epoch_{split}_curve": curve,
+                f"seconds_to_{split}_accuracy": curve
+                and seconds_to_accuracy(curve, THRESHOLDS[FLAGS.dataset]),
                 "images_per_s": summary["images_per_s"],
                 "settings": {
                     k: v for k, v in settings.items() if k != "data_dir"

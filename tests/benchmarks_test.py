@@ -252,6 +252,17 @@ def test_accuracy_resnet_simultaneous(tmp_path):
         simultaneous["test_accuracy"], abs=1e-4
     )
     assert end_to_end["block_test_accuracy"] is None
+    # Test accuracy after every epoch (one here) against training time.
+    for record in records:
+        ((seconds, accuracy, block),) = record["epoch_test_curve"]
+        assert 0 < seconds <= record["wall_time_s"] + 0.01
+        assert block == 1
+        # The last epoch's evaluation is the final model's.
+        assert accuracy == pytest.approx(record["test_accuracy"], abs=1e-4)
+        reached = record["seconds_to_test_accuracy"]
+        assert set(reached) == {"0.8", "0.9", "0.95"}
+        for threshold, value in reached.items():
+            assert value == (seconds if accuracy >= float(threshold) else None)
     assert os.path.isfile(os.path.join(results_dir, "accuracy_cpu.png"))
     # Re-plotting keeps only full-training-set records: none here.
     completed = subprocess.run(
