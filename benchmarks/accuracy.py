@@ -110,6 +110,8 @@ flags.DEFINE_integer(
     "depth", None, "VGG: 11 (default), 13, 16, 19; ResNet: 18 (default), 34."
 )
 flags.DEFINE_integer("width", None, "Overrides the setting's width.")
+flags.DEFINE_float("alpha", 1.01, "Order of the Renyi entropy (DIB modes).")
+flags.DEFINE_float("beta", 0.01, "Weight of the DIB compression term.")
 flags.DEFINE_integer(
     "train_size", 0, "Training images used (0: the full training set)."
 )
@@ -416,8 +418,8 @@ def main(argv):
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,
                 "batch_size": 128,
-                "alpha": 1.01,
-                "beta": 0.01,
+                "alpha": FLAGS.alpha,
+                "beta": FLAGS.beta,
                 "compression": "input",
                 "mode": mode,
                 "learning_rate": 0.05,

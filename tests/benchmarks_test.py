@@ -31,21 +31,20 @@ def _data_flags():
     return ["--data=synthetic"]
 
 
-def _run(script, flags, output_dir):
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    completed = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "benchmarks", script),
-            *flags,
-            f"--output_dir={output_dir}",
-        ],
+def _script(script, flags):
+    """Runs `benchmarks/<script>` with `flags` on the test's backend."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *flags],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, KERAS_BACKEND=keras.backend.backend()),
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _run(script, flags, output_dir):
+    completed = _script(script, [*flags, f"--output_dir={output_dir}"])
     assert completed.returncode == 0, completed.stderr[-4000:]
     name = script.replace(".py", "")
     with open(os.path.join(output_dir, f"{name}.jsonl")) as f:
@@ -209,10 +208,7 @@ def _gtsrb_dir():
 def test_accuracy_resnet_simultaneous(tmp_path):
     """ResNet-18 rows: simultaneous DIB and end to end, then a re-plot."""
     results_dir = str(tmp_path / "accuracy")
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     command = [
-        sys.executable,
-        os.path.join(ROOT, "benchmarks", "accuracy.py"),
         f"--data_dir={_gtsrb_dir()}",
         f"--results_dir={results_dir}",
         "--architecture=resnet",
@@ -222,13 +218,8 @@ def test_accuracy_resnet_simultaneous(tmp_path):
         "--epochs=1",
         "--verbose=0",
     ]
-    completed = subprocess.run(
-        command + ["--modes=simultaneous_dib,end_to_end"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    completed = _script(
+        "accuracy.py", command + ["--modes=simultaneous_dib,end_to_end"]
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     with open(os.path.join(results_dir, "accuracy_cpu.jsonl")) as f:
@@ -265,24 +256,15 @@ def test_accuracy_resnet_simultaneous(tmp_path):
             assert value == (seconds if accuracy >= float(threshold) else None)
     assert os.path.isfile(os.path.join(results_dir, "accuracy_cpu.png"))
     # Re-plotting keeps only full-training-set records: none here.
-    completed = subprocess.run(
+    completed = _script(
+        "accuracy.py",
         command + ["--plot_variants=baseline", "--plot_name=again.png"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert completed.returncode != 0
     assert "No full-data test records" in completed.stderr
     # An unknown mode is refused before any training.
-    completed = subprocess.run(
-        command + ["--modes=greedy_dib,backprop"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    completed = _script(
+        "accuracy.py", command + ["--modes=greedy_dib,backprop"]
     )
     assert completed.returncode != 0
     assert "backprop" in completed.stderr
