@@ -495,6 +495,68 @@ class GreedyFitTest(TestCase):
         self.assertEqual(restored.num_blocks, 3)
         self.assertIsInstance(restored.loss, keras_dib.DIB)
 
+    def test_truncate(self):
+        model = _model()
+        _compile(model)
+        x, y = _data()
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        for num_blocks in (1, 2, 3):
+            short = model.truncate(num_blocks)
+            self.assertEqual(short.num_blocks, num_blocks)
+            self.assertIs(short.head, model.training_heads[num_blocks - 1])
+            # Reference: the original model's layers run one by one.
+            features = x
+            for block in model.blocks[:num_blocks]:
+                features = block(features, training=False)
+            expected = model.training_heads[num_blocks - 1](
+                features, training=False
+            )
+            self.assertAllClose(
+                short.predict(x, verbose=0), expected, atol=1e-5
+            )
+        # All blocks: the same network.
+        self.assertAllClose(
+            model.truncate(3).predict(x, verbose=0),
+            model.predict(x, verbose=0),
+            atol=1e-6,
+        )
+        # A block's head is not the next block's input: truncating at 1
+        # and at 2 differ.
+        self.assertGreater(
+            np.max(
+                np.abs(
+                    model.truncate(1).predict(x, verbose=0)
+                    - model.truncate(2).predict(x, verbose=0)
+                )
+            ),
+            1e-4,
+        )
+        # The weights are shared, not copied.
+        short = model.truncate(2)
+        kernel = model.blocks[0].weights[0]
+        kernel.assign(kernel * 0.0)
+        self.assertAllClose(short.blocks[0].weights[0], np.zeros(kernel.shape))
+
+    def test_truncated_model_saving(self):
+        model = _model()
+        _compile(model)
+        x, y = _data()
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        short = model.truncate(2)
+        restored = self.run_model_saving_test(short, x, atol=1e-5)
+        self.assertEqual(restored.num_blocks, 2)
+        # The restored copy trains greedily like any model.
+        _compile(restored)
+        restored.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+    def test_truncate_bad_arguments(self):
+        model = _model()
+        for bad in (0, 4, -1, 1.5, True, "2", None):
+            with self.assertRaisesRegex(
+                ValueError, r"`num_blocks` should be an integer in 1\.\.3"
+            ):
+                model.truncate(bad)
+
     def test_cross_backend_loading(self):
         backends = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
         other = backends[keras.backend.backend()]
