@@ -12,6 +12,7 @@
 #         gtsrb     accuracy, VGG-11-BN, greedy DIB / greedy CE / end to end
 #         cifar10   the same on the CIFAR-10 JPEG copy
 #         resnet    accuracy, ResNet-18, greedy DIB / end to end, GTSRB
+#         resnet_cifar10  the same on the CIFAR-10 JPEG copy
 #         schedules accuracy, VGG-11-BN, simultaneous DIB, GTSRB
 #         vgg16     accuracy, VGG-16-BN, greedy DIB / end to end, GTSRB
 #         memory    peak device memory per block vs end to end (+ simultaneous)
@@ -56,6 +57,11 @@ case "${1:-}" in
         --architecture resnet --modes greedy_dib,end_to_end \
         --head_conv_filters 32 --variant_name conv32 \
         --plot_name accuracy_gpu_resnet18.png "$@" ;;
+      resnet_cifar10) python3 benchmarks/accuracy.py --dataset cifar10 \
+        --data_dir "$home/data/cifar10" --setting gpu --results_dir "$out" \
+        --architecture resnet --modes greedy_dib,end_to_end \
+        --head_conv_filters 32 --variant_name conv32 \
+        --plot_name accuracy_gpu_resnet18_cifar10.png "$@" ;;
       schedules) python3 benchmarks/accuracy.py "${gtsrb[@]}" \
         --modes simultaneous_dib --head_conv_filters 32 \
         --variant_name conv32 --plot_name accuracy_gpu_simultaneous.png "$@" ;;
@@ -67,7 +73,7 @@ case "${1:-}" in
       speed) python3 benchmarks/speed.py --setting gpu \
         --data_dir "$home/data/gtsrb" --output_dir "$out" "$@" ;;
       *) echo "error: unknown job '$job' (expected gtsrb, cifar10, resnet," \
-        "schedules, vgg16, memory or speed)" >&2; exit 2 ;;
+        "resnet_cifar10, schedules, vgg16, memory or speed)" >&2; exit 2 ;;
     esac
     ;;
   *)
