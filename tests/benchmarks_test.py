@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from keras_dib.testing import shared_data_dir
@@ -268,3 +269,42 @@ def test_accuracy_resnet_simultaneous(tmp_path):
     )
     assert completed.returncode != 0
     assert "backprop" in completed.stderr
+
+
+def test_bn_recalibration_sets_exact_statistics():
+    """`benchmarks/bn_recalibration.py`: batch norm gets its inputs' moments."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bn_recalibration",
+        os.path.join(ROOT, "benchmarks", "bn_recalibration.py"),
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    norm = keras.layers.BatchNormalization()
+    relu = keras.layers.ReLU()
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(300, 6, 6, 2))
+    x = x.astype("float32")
+    outputs = module._recalibrate([conv, norm, relu], x)
+    # NumPy reference: the moments of the convolution's outputs.
+    conv_out = keras.ops.convert_to_numpy(conv(x)).reshape(-1, 3)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(norm.moving_mean),
+        conv_out.mean(0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(norm.moving_variance),
+        conv_out.var(0),
+        rtol=1e-4,
+    )
+    # After recalibration the normalized features have zero mean and unit
+    # variance per channel (before the ReLU: gamma 1, beta 0).
+    normalized = keras.ops.convert_to_numpy(norm(conv(x), training=False))
+    normalized = normalized.reshape(-1, 3)
+    np.testing.assert_allclose(normalized.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(normalized.std(0), 1.0, atol=1e-2)
+    assert outputs.shape == (300, 6, 6, 3)
+    assert outputs.min() >= 0
