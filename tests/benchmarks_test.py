@@ -73,17 +73,17 @@ def _check_common(record, benchmark):
 
 def test_memory(tmp_path):
     output_dir = str(tmp_path / "memory")
+    # The simultaneous configuration on JAX only (the benchmark's backend;
+    # elsewhere it is the same `fit` path, and CI time is counted).
+    jax = keras.backend.backend() == "jax"
     records = _run(
         "memory.py",
-        TINY + ["--batch_sizes=16"] + _data_flags(),
+        TINY + ["--batch_sizes=16", f"--simultaneous={jax}"] + _data_flags(),
         output_dir,
     )
-    assert [r["stage"] for r in records] == [
-        "end_to_end",
-        "block_1",
-        "simultaneous",
-    ]
-    end_to_end, block, simultaneous = records
+    stages = ["end_to_end", "block_1"] + ["simultaneous"] * jax
+    assert [r["stage"] for r in records] == stages
+    end_to_end, block = records[:2]
     for record in records:
         _check_common(record, "memory")
         assert record["batch_size"] == 16
@@ -104,12 +104,15 @@ def test_memory(tmp_path):
         assert record["loss_finite"] is True
     assert block["schedule"] == "sequential"
     assert end_to_end["schedule"] == "end_to_end"
-    assert simultaneous["schedule"] == "simultaneous"
-    # Simultaneous training updates every block and every auxiliary head.
-    assert (
-        simultaneous["trainable_parameters"]
-        > end_to_end["trainable_parameters"]
-    )
+    if jax:
+        simultaneous = records[2]
+        assert simultaneous["schedule"] == "simultaneous"
+        # Simultaneous training updates every block and every auxiliary
+        # head.
+        assert (
+            simultaneous["trainable_parameters"]
+            > end_to_end["trainable_parameters"]
+        )
     # Block 1 and its auxiliary head are a small part of the network.
     assert (
         block["trainable_parameters"] < end_to_end["trainable_parameters"] / 5
