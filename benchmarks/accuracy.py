@@ -257,7 +257,7 @@ def _label(record):
     }
     variant = record.get("variant", "baseline")
     variant = "" if variant == "baseline" else f", {variant}"
-    if mode in ("end_to_end", "simultaneous_dib"):
+    if mode not in common.GREEDY_MODES:
         budget = f"{record['settings']['epochs']} epochs"
     else:
         budget = f"{record['settings']['epochs_per_block']} epochs/block"
@@ -392,16 +392,14 @@ def main(argv):
         raise app.UsageError(
             f"--modes should be among {common.MODES}. Received: {unknown}"
         )
-    depth = FLAGS.depth or (11 if FLAGS.architecture == "vgg" else 18)
+    depth = FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
     if FLAGS.plot_variants:
         plot_from_jsonl(
             jsonl,
             FLAGS.plot_variants,
             os.path.join(FLAGS.results_dir, plot_name),
             dataset=common.DATASETS[FLAGS.dataset]["title"],
-            model_prefix=common.model_name(
-                FLAGS.architecture, depth, 0, 0, ""
-            ).split(" ")[0],
+            model_prefix=common.model_family(FLAGS.architecture, depth),
         )
         return
     records = []

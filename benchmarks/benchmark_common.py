@@ -148,10 +148,10 @@ def fit_stage(
     objective.
     """
     extra = {}
-    if stage in (END_TO_END, SIMULTANEOUS):
-        schedule, stage_epochs = stage, epochs
+    schedule = stage_schedule(stage)
+    if schedule != "sequential":
+        stage_epochs = epochs
     else:
-        schedule = "sequential"
         stage_epochs = [0] * model.num_blocks
         stage_epochs[stage] = epochs
         if cache_prefix:
@@ -183,8 +183,15 @@ def parse_stages(blocks, num_blocks):
     return stages
 
 
-def stage_label(stage):
+def stage_schedule(stage):
+    """The `fit` schedule of a stage: a block index trains sequentially."""
     if stage in (END_TO_END, SIMULTANEOUS):
+        return stage
+    return "sequential"
+
+
+def stage_label(stage):
+    if stage_schedule(stage) != "sequential":
         return stage
     return f"block_{stage + 1}"
 

@@ -198,13 +198,7 @@ def _reset_device_peak():
 
 
 def _depth():
-    return FLAGS.depth or (11 if FLAGS.architecture == "vgg" else 18)
-
-
-def _schedule(stage):
-    if stage in (bench.END_TO_END, bench.SIMULTANEOUS):
-        return stage
-    return "sequential"
+    return FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
 
 
 def _trainable_parameters(model, stage):
@@ -242,7 +236,7 @@ def jitted_train_step(model, stage, batch):
     """
     import jax
 
-    schedule = _schedule(stage)
+    schedule = bench.stage_schedule(stage)
     block = None if schedule != "sequential" else stage
     model._enter_stage(schedule, block, model.get_compile_config(), None)
     model._symbolic_build(data_batch=batch)
@@ -583,7 +577,7 @@ def main(argv):
                     "dataset": dataset,
                     "batch_size": batch_size,
                     "steps": steps,
-                    "schedule": _schedule(stage),
+                    "schedule": bench.stage_schedule(stage),
                     "objective": "cross-entropy"
                     if stage == bench.END_TO_END
                     else FLAGS.objective,

@@ -427,6 +427,17 @@ def main(argv):
         while timings.count(objective, stage, batch_size) < runs:
             timings.run(objective, stage, batch_size)
 
+    def throughput(objective, stage, batch_size):
+        return record(
+            "throughput",
+            stage=bench.stage_label(stage),
+            block=None if stage == bench.END_TO_END else stage + 1,
+            objective=objective,
+            objective_description=_objective_name(objective, stage),
+            batch_size=batch_size,
+            **timings.summary(objective, stage, batch_size),
+        )
+
     if "throughput" in parts:
         batch_size = FLAGS.batch_size
         # End to end before and after the blocks, so that a change of the
@@ -438,29 +449,9 @@ def main(argv):
                 for objective in FLAGS.objectives:
                     run_until(objective, stage, batch_size, runs)
             for objective in FLAGS.objectives:
-                records.append(
-                    record(
-                        "throughput",
-                        stage=bench.stage_label(stage),
-                        block=stage + 1,
-                        objective=objective,
-                        objective_description=_objective_name(objective, stage),
-                        batch_size=batch_size,
-                        **timings.summary(objective, stage, batch_size),
-                    )
-                )
+                records.append(throughput(objective, stage, batch_size))
         run_until("ce", bench.END_TO_END, batch_size, repeats)
-        records.append(
-            record(
-                "throughput",
-                stage=bench.END_TO_END,
-                block=None,
-                objective="ce",
-                objective_description=_objective_name("ce", bench.END_TO_END),
-                batch_size=batch_size,
-                **timings.summary("ce", bench.END_TO_END, batch_size),
-            )
-        )
+        records.append(throughput("ce", bench.END_TO_END, batch_size))
     alphas = [o for o in FLAGS.objectives if o.startswith("dib_")]
     if "share" in parts and alphas:
         for stage in share_stages:

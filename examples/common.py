@@ -38,6 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("greedy_dib", "greedy_ce", "end_to_end", "simultaneous_dib")
 GREEDY_MODES = ("greedy_dib", "greedy_ce")
 ARCHITECTURES = ("vgg", "resnet")
+# Depth of each architecture when `--depth` is not given.
+DEFAULT_DEPTHS = {"vgg": 11, "resnet": 18}
 
 # Display names, number of classes and whether a horizontal flip is a valid
 # augmentation (not for traffic signs: a mirrored "turn left" is "turn
@@ -87,7 +89,9 @@ def define_flags(dataset):
         "VGG with batch normalization or CIFAR-style ResNet.",
     )
     flags.DEFINE_integer(
-        "depth", 11, "VGG: 11, 13, 16 or 19; ResNet: 18 or 34."
+        "depth",
+        None,
+        "VGG: 11 (default), 13, 16 or 19; ResNet: 18 (default) or 34.",
     )
     flags.DEFINE_integer(
         "width", 64, "Channels of the first layer (64: the standard network)."
@@ -257,22 +261,19 @@ def make_pipelines(
         std=std,
     )
     train_pipeline = _static_batch_size(train_pipeline, batch_size)
-    test_pipeline = datasets.make_pipeline(
-        test[0],
-        test[1],
-        batch_size=batch_size,
-        training=False,
-        mean=mean,
-        std=std,
-    )
-    validation_pipeline = validation and datasets.make_pipeline(
-        validation[0],
-        validation[1],
-        batch_size=batch_size,
-        training=False,
-        mean=mean,
-        std=std,
-    )
+
+    def evaluation_pipeline(arrays):
+        return datasets.make_pipeline(
+            arrays[0],
+            arrays[1],
+            batch_size=batch_size,
+            training=False,
+            mean=mean,
+            std=std,
+        )
+
+    test_pipeline = evaluation_pipeline(test)
+    validation_pipeline = validation and evaluation_pipeline(validation)
     # The training pipeline drops the last partial batch.
     steps = len(x_train) // batch_size
     return train_pipeline, test_pipeline, steps, validation_pipeline
@@ -337,14 +338,20 @@ def build_model(
     )
 
 
+def model_family(architecture, depth):
+    """ "VGG-11-BN", "ResNet-18", ...: how the reports name a network."""
+    if architecture == "vgg":
+        return f"VGG-{depth}-BN"
+    return f"ResNet-{depth}"
+
+
 def model_name(architecture, depth, width, num_blocks, granularity):
     """The model's description in the reports."""
-    family = f"VGG-{depth}-BN" if architecture == "vgg" else f"ResNet-{depth}"
     if architecture == "resnet" and granularity == "layer":
         granularity = "block"
     return (
-        f"{family} width {width} ({num_blocks} blocks, granularity "
-        f"{granularity})"
+        f"{model_family(architecture, depth)} width {width} ({num_blocks} "
+        f"blocks, granularity {granularity})"
     )
 
 
@@ -443,7 +450,7 @@ def train(
     kwargs = {"callbacks": list(callbacks)}
     if validation_pipeline is not None:
         kwargs["validation_data"] = validation_pipeline
-    if mode in ("end_to_end", "simultaneous_dib"):
+    if mode not in GREEDY_MODES:
         history = model.fit(
             train_pipeline,
             epochs=epochs,
@@ -566,6 +573,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
     s = dict(settings)
     s["cache_prefix"] = resolve_cache_prefix(s)
     s.setdefault("architecture", "vgg")
+    if s.get("depth") is None:
+        s["depth"] = DEFAULT_DEPTHS[s["architecture"]]
     if s["cache_prefix"] and s["mode"] not in GREEDY_MODES:
         raise ValueError(
             f"`cache_prefix` is for the greedy modes {GREEDY_MODES} only "

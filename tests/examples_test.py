@@ -60,6 +60,9 @@ def test_gtsrb_quick(tmp_path):
     assert summary["settings"]["width"] == 8
     assert summary["settings"]["epochs_per_block"] == 4
     assert summary["settings"]["alpha"] == 2
+    # No --depth: the architecture's default (VGG-11).
+    assert summary["settings"]["depth"] == 11
+    assert summary["model"].startswith("VGG-11-BN width 8")
     assert summary["train_images"] == 2000
     assert summary["test_images"] == 1000
     # Whole GTSRB tracks are held out, so at least the requested number.
