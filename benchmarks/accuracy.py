@@ -140,6 +140,13 @@ flags.DEFINE_integer(
     0,
     "Auxiliary heads: units of a hidden Dense layer (0: none).",
 )
+flags.DEFINE_enum(
+    "final_head",
+    "classifier",
+    list(common.FINAL_HEADS),
+    "The last block's head: the network's classifier (global pooling + "
+    "Dense) or one built like the auxiliary heads (also used at inference).",
+)
 flags.DEFINE_integer(
     "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
 )
@@ -413,6 +420,7 @@ def main(argv):
                 "head_grid_size": FLAGS.head_grid_size,
                 "head_conv_filters": FLAGS.head_conv_filters,
                 "head_hidden_units": FLAGS.head_hidden_units,
+                "final_head": FLAGS.final_head,
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,
                 "batch_size": 128,

@@ -38,6 +38,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("greedy_dib", "greedy_ce", "end_to_end", "simultaneous_dib")
 GREEDY_MODES = ("greedy_dib", "greedy_ce")
 ARCHITECTURES = ("vgg", "resnet")
+# The last block's head: the network's own classifier (global pooling +
+# Dense), or one built like the auxiliary heads (an ablation of greedy
+# training's last-block drop).
+FINAL_HEADS = ("classifier", "auxiliary")
 # Depth of each architecture when `--depth` is not given.
 DEFAULT_DEPTHS = {"vgg": 11, "resnet": 18}
 
@@ -116,6 +120,14 @@ def define_flags(dataset):
         "head_hidden_units",
         0,
         "Units of a hidden Dense layer in each auxiliary head (0: none).",
+    )
+    flags.DEFINE_enum(
+        "final_head",
+        "classifier",
+        list(FINAL_HEADS),
+        "The last block's head: the network's classifier (global pooling + "
+        "Dense) or a head built like the auxiliary ones (also the "
+        "classifier at inference).",
     )
     flags.DEFINE_bool(
         "cache_prefix",
@@ -309,32 +321,55 @@ def build_model(
     width=64,
     granularity="layer",
     architecture="vgg",
+    final_head="classifier",
     **kw,
 ):
     """A VGG-BN or a CIFAR-style ResNet, as a `GreedyLayerwiseModel`.
 
     `granularity="layer"` is the finest cut of each architecture: one block
     per convolution of a VGG, one per residual block of a ResNet.
+    `final_head="auxiliary"` replaces the network's classifier (global
+    pooling + Dense, through which greedy training trains the last block)
+    by a fresh head configured like the auxiliary heads (`head_*`); it is
+    then also the network's classifier at inference.
     """
+    if final_head not in FINAL_HEADS:
+        raise ValueError(
+            f"`final_head` should be one of {FINAL_HEADS}. Received: "
+            f"final_head={final_head!r}"
+        )
     if architecture == "resnet":
-        return keras_dib.build_resnet(
+        model = keras_dib.build_resnet(
             depth,
             num_classes=num_classes,
             width=width,
             granularity="block" if granularity == "layer" else granularity,
             **kw,
         )
-    if architecture != "vgg":
+    elif architecture == "vgg":
+        model = keras_dib.build_vgg(
+            depth,
+            num_classes=num_classes,
+            width=width,
+            granularity=granularity,
+            **kw,
+        )
+    else:
         raise ValueError(
             f"`architecture` should be one of {ARCHITECTURES}. Received: "
             f"architecture={architecture!r}"
         )
-    return keras_dib.build_vgg(
-        depth,
+    if final_head == "classifier":
+        return model
+    config = model.auxiliary_heads[-1].get_config()
+    config["name"] = "head"
+    return keras_dib.GreedyLayerwiseModel(
+        model.blocks,
+        head=keras_dib.AuxiliaryHead.from_config(config),
+        auxiliary_heads=model.auxiliary_heads,
         num_classes=num_classes,
-        width=width,
-        granularity=granularity,
-        **kw,
+        input_shape=model.get_config()["input_shape"],
+        name=model.name,
     )
 
 
@@ -521,6 +556,7 @@ def settings_from_flags(flag_values):
         "head_grid_size",
         "head_conv_filters",
         "head_hidden_units",
+        "final_head",
         "cache_prefix",
         "validation_size",
         "epochs_per_block",
@@ -610,6 +646,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         width=s["width"],
         granularity=s["granularity"],
         architecture=s["architecture"],
+        final_head=s.get("final_head", "classifier"),
         head_grid_size=s["head_grid_size"],
         head_conv_filters=s.get("head_conv_filters") or None,
         head_hidden_units=s.get("head_hidden_units") or None,

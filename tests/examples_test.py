@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from keras_dib.testing import shared_data_dir
@@ -84,3 +85,54 @@ def test_gtsrb_quick(tmp_path):
     assert len(summary["block_history"]) == 5
     # Better than chance (1/43) on the held-out test images.
     assert summary["test_accuracy"] > 1.0 / 43
+
+
+def _common():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    return common
+
+
+def test_build_model_auxiliary_final_head(tmp_path):
+    common = _common()
+    model = common.build_model(
+        5,
+        depth=18,
+        width=4,
+        architecture="resnet",
+        final_head="auxiliary",
+        head_conv_filters=4,
+        head_grid_size=2,
+    )
+    head_config = model.head.get_config()
+    auxiliary_config = model.auxiliary_heads[-1].get_config()
+    assert head_config.pop("name") == "head"
+    auxiliary_config.pop("name")
+    assert head_config == auxiliary_config
+    assert all(model.head is not h for h in model.auxiliary_heads)
+    images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3))
+    images = images.astype("float32")
+    features = images
+    for block in model.blocks:
+        features = block(features, training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(images, training=False)),
+        keras.ops.convert_to_numpy(model.head(features, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.head.get_config()["conv_filters"] == 4
+    np.testing.assert_allclose(
+        restored.predict(images, verbose=0),
+        model.predict(images, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="final_head"):
+        common.build_model(5, width=4, final_head="dense")
