@@ -100,9 +100,8 @@ def test_build_model_auxiliary_final_head(tmp_path):
     common = _common()
     model = common.build_model(
         5,
-        depth=18,
+        depth=11,
         width=4,
-        architecture="resnet",
         final_head="auxiliary",
         head_conv_filters=4,
         head_grid_size=2,
