@@ -50,6 +50,11 @@ python benchmarks/accuracy.py --plot_variants conv32 \
 python benchmarks/accuracy.py --architecture resnet --depth 18 \
     --modes greedy_dib,end_to_end --head_conv_filters 32
 python benchmarks/accuracy.py --modes simultaneous_dib --head_conv_filters 32
+# Ablation of the last block's head (validation split): the network's own
+# global-pooling classifier against a head built like the auxiliary ones:
+python benchmarks/accuracy.py --architecture resnet --modes greedy_dib \
+    --head_conv_filters 32 --validation_size 5000 --final_head auxiliary \
+    --variant_name val_conv32_final_auxiliary
 ```
 
 Greedy runs without augmentation use `fit(cache_prefix=True)` by default.
