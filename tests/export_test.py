@@ -22,6 +22,7 @@ def real_images(count=64):
 
 
 class ExportForServingTest(TestCase):
+    @pytest.mark.large
     def test_saved_model_matches_keras_on_gtsrb(self):
         images, mean, std = real_images()
         model = keras_dib.build_vgg(

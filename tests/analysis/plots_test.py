@@ -8,6 +8,7 @@ from keras_dib import analysis
 from keras_dib.testing import TestCase
 
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.backend_free
 
 
 def records(num_layers=3, num_epochs=4, matrix=True):

@@ -12,6 +12,8 @@ from keras_dib.datasets import load_cifar10
 from keras_dib.datasets import load_cifar100
 from tests.datasets import fakes
 
+pytestmark = pytest.mark.backend_free
+
 
 @pytest.mark.parametrize("as_tar", [True, False])
 def test_cifar10_official_format(tmp_path, as_tar):

@@ -11,6 +11,8 @@ from keras_dib.datasets import _io
 from keras_dib.datasets import load_gtsrb
 from tests.datasets import fakes
 
+pytestmark = pytest.mark.backend_free
+
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_official_layout(tmp_path, as_zip):

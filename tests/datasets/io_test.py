@@ -12,6 +12,8 @@ from keras_dib.datasets import _io
 from keras_dib.datasets import load_cifar10
 from tests.datasets import fakes
 
+pytestmark = pytest.mark.backend_free
+
 
 def _sha256(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()

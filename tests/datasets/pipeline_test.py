@@ -223,6 +223,8 @@ def test_model_fit_accepts_the_pipelines(backend):
     assert len(history.history["loss"]) == 2
 
 
+@pytest.mark.large
+@pytest.mark.backend_free
 def test_without_tensorflow():
     """`import keras_dib.datasets` and the PyDataset path need no TF."""
     script = textwrap.dedent(

@@ -1,10 +1,13 @@
 """The real data in ../shared/data: counts, shapes, dtypes, labels, balance."""
 
 import numpy as np
+import pytest
 
 import keras_dib.datasets
 from keras_dib.datasets import gtsrb_data
 from keras_dib.datasets import pipeline
+
+pytestmark = [pytest.mark.large, pytest.mark.backend_free]
 
 
 def test_gtsrb_counts_shapes_dtypes(real_gtsrb):

@@ -82,6 +82,7 @@ class CountBatches(keras.callbacks.Callback):
         self.batches += 1
 
 
+@pytest.mark.large
 class KillAndResumeTest(TestCase):
     _reference_run = None
 

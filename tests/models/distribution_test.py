@@ -7,6 +7,8 @@ import pytest
 
 from keras_dib.testing import TestCase
 
+pytestmark = pytest.mark.large
+
 SCRIPT = r"""
 import os, sys
 import numpy as np

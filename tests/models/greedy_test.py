@@ -6,6 +6,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import keras_dib
 from keras_dib.models import AuxiliaryHead
@@ -557,6 +558,7 @@ class GreedyFitTest(TestCase):
             ):
                 model.truncate(bad)
 
+    @pytest.mark.large
     def test_cross_backend_loading(self):
         backends = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
         other = backends[keras.backend.backend()]
@@ -672,6 +674,7 @@ class GreedyErrorsTest(TestCase):
             GreedyLayerwiseModel(blocks, head=head, num_classes=1)
 
 
+@pytest.mark.large
 class GreedyGTSRBTest(TestCase):
     def test_greedy_fit_on_gtsrb_slice(self):
         if shared_data_dir() is None:

@@ -230,6 +230,7 @@ def _gtsrb_dir():
     return path if path and os.path.isdir(path) else None
 
 
+@pytest.mark.large
 @pytest.mark.skipif(_gtsrb_dir() is None, reason="no ../shared/data/gtsrb")
 class ResNetGTSRBTest(TestCase):
     def test_trains_greedily_on_real_gtsrb_slice(self):
