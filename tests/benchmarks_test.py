@@ -66,11 +66,11 @@ def _check_common(record, benchmark):
     assert record["backend"] == keras.backend.backend()
     assert record["setting"] == "cpu"
     assert record["model"].startswith("VGG-11-BN width 4 (8 blocks")
-    assert len(record["load_average"]) == 3
     assert record["cpu_count"] >= 1
     assert record["versions"]["keras"] == keras.__version__
 
 
+@pytest.mark.large
 def test_memory(tmp_path):
     output_dir = str(tmp_path / "memory")
     # The simultaneous configuration on JAX only (the benchmark's backend;
@@ -117,7 +117,16 @@ def test_memory(tmp_path):
     assert (
         block["trainable_parameters"] < end_to_end["trainable_parameters"] / 5
     )
-    assert end_to_end["ratio_to_end_to_end"]["ru_maxrss"] in (1.0, None)
+    # Ratios are to the end-to-end record's numbers (None without one).
+    reference = end_to_end["ru_maxrss_minus_before_bytes"]
+    for record in records:
+        ratio = record["ratio_to_end_to_end"]["ru_maxrss"]
+        if reference:
+            assert ratio == pytest.approx(
+                record["ru_maxrss_minus_before_bytes"] / reference, abs=1e-4
+            )
+        else:
+            assert ratio is None
     if keras.backend.backend() == "jax":
         for record in records:
             xla = record["xla"]
@@ -141,6 +150,7 @@ def test_memory(tmp_path):
             assert record["peak_method"] in ("rss_fit", "device_peak")
 
 
+@pytest.mark.large
 def test_speed(tmp_path):
     output_dir = str(tmp_path / "speed")
     records = _run(
@@ -203,6 +213,7 @@ def _gtsrb_dir():
     return gtsrb if gtsrb and os.path.isdir(gtsrb) else None
 
 
+@pytest.mark.large
 @pytest.mark.skipif(_gtsrb_dir() is None, reason="no shared GTSRB data")
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
@@ -236,7 +247,9 @@ def test_accuracy_resnet_simultaneous(tmp_path):
         )
         assert record["backend"] == keras.backend.backend()
         assert record["train_images"] == 256 and record["test_images"] == 128
-        assert 0 <= record["test_accuracy"] <= 1
+        # A fraction of the 128 test images.
+        correct = record["test_accuracy"] * 128
+        assert correct == pytest.approx(round(correct), abs=1e-2)
         assert record["settings"]["epochs"] == 1
         # Only the sequential greedy modes may cache the frozen prefix.
         assert record["settings"]["cache_prefix"] is False
