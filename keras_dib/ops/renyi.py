@@ -13,24 +13,42 @@ References:
 """
 
 import math
+import numbers
 
 from keras import ops
 
-# Eigenvalues below this are treated as exactly zero (their power is 0 and
-# so is its gradient), which keeps gradients finite for every alpha.
-_EIGENVALUE_FLOOR = 1e-12
-# Float32 eigensolvers return the zero eigenvalues of a rank-deficient Gram
-# matrix as noise of order n * eps; for alpha < 1 that noise would add
-# entropy (sum of its square roots, say). Eigenvalues of the unit-trace
-# matrix below n * _RELATIVE_RANK_TOLERANCE are treated as exact zeros, the
-# usual numerical-rank rule.
-_RELATIVE_RANK_TOLERANCE = 2.0 * 1.1920929e-07
+from keras_dib.ops._tensors import as_float32
+
+_FLOAT32_EPS = 1.1920929e-07
+# Smallest positive normal float32. Eigenvalues at or below it are exact
+# zeros: their logarithm and its derivative (1 / lambda) stay finite.
+_TINY = 1.1754944e-38
+# For alpha < 1 the power lambda ** alpha of a tiny eigenvalue is large
+# (sqrt(1e-12) = 1e-6) and its derivative unbounded, so the zero eigenvalues
+# of a rank-deficient Gram matrix, which a float32 eigensolver returns as
+# noise of a few eps * lambda_max, would add entropy and dominate the
+# gradient. For alpha < 1, eigenvalues of the unit-trace matrix at or below
+# _RANK_TOLERANCE * lambda_max are treated as exact zeros: the relative
+# numerical-rank rule of `numpy.linalg.matrix_rank`, with a constant factor
+# for its n (n * eps drops real eigenvalues of well-posed 512-sample
+# batches). For alpha > 1 the power of such noise is negligible and its
+# derivative, alpha * lambda ** (alpha - 1), bounded: every positive
+# eigenvalue counts, with no floor.
+_RANK_TOLERANCE = 4.0 * _FLOAT32_EPS
+# The eigenvalue power sum is computed as 1 + sum_i lambda_i * expm1(...)
+# (accurate near alpha = 1) while it is above this value, and in log space
+# below it (large alpha: a sum far below 1, lost to cancellation in 1 + x).
+_LOG_SPACE_BELOW = 0.5
 _MAX_MATMUL_ALPHA = 4
 _LOG2 = math.log(2.0)
 
 
 def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    """Raises unless `alpha` is a real number > 0 and != 1; returns a float.
+
+    Python and NumPy real scalars are accepted, booleans are not.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise ValueError(
             "`alpha` should be a number > 0 and != 1. "
             f"Received: alpha={alpha!r}"
@@ -41,6 +59,7 @@ def _check_alpha(alpha):
             "the Shannon limit, which this estimator does not compute; use "
             f"alpha=1.01 to approximate it). Received: alpha={alpha}"
         )
+    return float(alpha)
 
 
 def _check_square(gram, name="gram"):
@@ -57,8 +76,12 @@ def _check_square(gram, name="gram"):
 def normalize_gram(gram):
     """Trace-normalises a Gram matrix: `A = K / tr(K)`.
 
+    A matrix whose trace is not positive (all zeros, say: not a valid Gram
+    matrix to normalise) is returned unchanged.
+
     Args:
-        gram: float tensor of shape `(n, n)`, positive semi-definite.
+        gram: float tensor or variable of shape `(n, n)`, positive
+            semi-definite.
 
     Returns:
         A float32 tensor of shape `(n, n)` with unit trace.
@@ -67,9 +90,10 @@ def normalize_gram(gram):
 
     >>> a = keras_dib.ops.normalize_gram(np.eye(4))  # eye(4) / 4
     """
-    gram = ops.cast(ops.convert_to_tensor(gram), "float32")
+    gram = as_float32(gram)
     _check_square(gram)
-    return gram / ops.maximum(ops.trace(gram), _EIGENVALUE_FLOOR)
+    trace = ops.trace(gram)
+    return gram / ops.where(trace > 0, trace, ops.ones_like(trace))
 
 
 def _is_small_integer(alpha):
@@ -79,22 +103,26 @@ def _is_small_integer(alpha):
 def _log_power_trace(a, alpha):
     """`log(sum_i lambda_i(a) ** alpha)` for a symmetric PSD `a`, unit trace.
 
-    With eigenvalues, the sum is written as `1 + sum_i lambda_i *
-    expm1((alpha - 1) * log(lambda_i))` (the eigenvalues renormalised to sum
-    to 1) and its log taken with `log1p`: near `alpha = 1` the plain sum is
-    `1 - O(alpha - 1)`, and float32 would lose most digits of the entropy to
-    the division by `1 - alpha`.
+    With eigenvalues (renormalised to sum to 1), the sum is written as
+    `1 + sum_i lambda_i * expm1((alpha - 1) * log(lambda_i))` and its log
+    taken with `log1p`: near `alpha = 1` the plain sum is `1 - O(alpha - 1)`,
+    and float32 would lose most digits of the entropy to the division by
+    `1 - alpha`. Where that sum is below `_LOG_SPACE_BELOW` (large alpha,
+    where `1 + x` would cancel to 0), it is computed in log space instead:
+    `alpha * log(lambda_max) + log(sum_i (lambda_i / lambda_max) ** alpha)`,
+    finite for every finite alpha. An all-zero `a` gives 0.
     """
     if _is_small_integer(alpha):
         # tr(A^k) without eigendecomposition: for k = 2 this is the squared
         # Frobenius norm; in general tr(A^p A^q) = sum(A^p * A^q), p + q = k.
+        # For a unit-trace A it is at least n ** (1 - k): no underflow.
         k = int(alpha)
         p = k // 2
         left = a
         for _ in range(p - 1):
             left = ops.matmul(left, a)
         right = left if k - p == p else ops.matmul(left, a)
-        return ops.log(ops.maximum(ops.sum(left * right), _EIGENVALUE_FLOOR))
+        return ops.log(ops.maximum(ops.sum(left * right), _TINY))
     # A non-finite matrix (a diverged block) makes some eigensolvers raise
     # (TensorFlow, torch): solve a harmless identity instead and return NaN,
     # which the trainer reports with the block and the term.
@@ -102,23 +130,35 @@ def _log_power_trace(a, alpha):
     eye = ops.eye(ops.shape(a)[0], dtype=a.dtype)
     eigenvalues, _ = ops.eigh(ops.where(finite, a, eye))
     eigenvalues = ops.maximum(eigenvalues, 0.0)
-    eigenvalues = eigenvalues / ops.maximum(
-        ops.sum(eigenvalues), _EIGENVALUE_FLOOR
-    )
-    n = ops.cast(ops.shape(eigenvalues)[0], "float32")
-    threshold = ops.maximum(n * _RELATIVE_RANK_TOLERANCE, _EIGENVALUE_FLOOR)
+    eigenvalues = eigenvalues / ops.maximum(ops.sum(eigenvalues), _TINY)
+    largest = ops.stop_gradient(ops.max(eigenvalues))
+    if alpha < 1:
+        threshold = ops.maximum(_RANK_TOLERANCE * largest, _TINY)
+    else:
+        threshold = _TINY
     positive = eigenvalues > threshold
     safe = ops.where(positive, eigenvalues, ops.ones_like(eigenvalues))
+    log_safe = ops.log(safe)
+    # Eigenvalues treated as zero contribute lambda^alpha = 0, i.e. -lambda.
     terms = ops.where(
         positive,
-        safe * ops.expm1((alpha - 1.0) * ops.log(safe)),
-        ops.zeros_like(eigenvalues),
+        safe * ops.expm1((alpha - 1.0) * log_safe),
+        -eigenvalues,
     )
-    # Eigenvalues below the floor contribute lambda^alpha ~ 0, i.e. -lambda.
-    terms = terms - ops.where(
-        positive, ops.zeros_like(eigenvalues), eigenvalues
+    excess = ops.sum(terms)
+    near_one = ops.log1p(ops.maximum(excess, _LOG_SPACE_BELOW - 1.0))
+    shift = alpha * ops.log(ops.maximum(largest, _TINY))
+    # Masked exponents are set before `exp`, so no overflow reaches a
+    # gradient (0 * inf); -1e4 underflows to an exact 0.
+    exponents = ops.where(
+        positive,
+        alpha * log_safe - shift,
+        ops.full_like(eigenvalues, -1e4),
     )
-    value = ops.log1p(ops.maximum(ops.sum(terms), _EIGENVALUE_FLOOR - 1.0))
+    in_log_space = shift + ops.log(
+        ops.maximum(ops.sum(ops.exp(exponents)), _TINY)
+    )
+    value = ops.where(excess > _LOG_SPACE_BELOW - 1.0, near_one, in_log_space)
     return ops.where(finite, value, ops.full_like(value, float("nan")))
 
 
@@ -129,17 +169,27 @@ def renyi_entropy(gram, alpha=1.01, normalize=True):
     `A = K / tr(K)` and `lambda_i(A)` its eigenvalues, clamped at 0. For
     integer `alpha` from 2 to 4 the power sum is `tr(A^alpha)`, computed with
     matrix products (for `alpha=2` the squared Frobenius norm) and no
-    eigendecomposition; otherwise `ops.eigh` is used. All maths in float32.
+    eigendecomposition; otherwise `ops.eigh` is used, and the power sum is
+    computed in log space where it is small, so the result is finite for
+    every alpha. All maths in float32. For `alpha < 1`, eigenvalues at or
+    below `4 * eps * lambda_max` (float32 `eps`) are treated as zeros
+    (eigensolver noise); for `alpha > 1` every positive eigenvalue counts.
 
     The entropy lies in `[0, log2 n]`: 0 for a rank-one `A` (all samples
-    alike), `log2 n` for the identity (all samples distinct).
+    alike), `log2 n` for the identity (all samples distinct). A matrix with
+    no positive trace (all zeros, say), which has no normalised form, and a
+    matrix with a non-finite entry give NaN (not an error, so that a
+    compiled training step can report it).
 
     Args:
-        gram: tensor of shape `(n, n)`, a symmetric positive semi-definite
-            Gram matrix (for example from `keras_dib.ops.gaussian_gram`).
-        alpha: order of the entropy, > 0 and != 1. Defaults to 1.01, which
-            approximates Shannon's entropy (Deep DIB).
+        gram: tensor or variable of shape `(n, n)`, a symmetric positive
+            semi-definite Gram matrix (for example from
+            `keras_dib.ops.gaussian_gram`).
+        alpha: order of the entropy, a Python or NumPy real number > 0 and
+            != 1. Defaults to 1.01, which approximates Shannon's entropy
+            (Deep DIB).
         normalize: whether to trace-normalise `gram` first. Defaults to True.
+            With False, `gram` should already have unit trace.
 
     Returns:
         A float32 scalar tensor.
@@ -153,11 +203,14 @@ def renyi_entropy(gram, alpha=1.01, normalize=True):
         - Sanchez Giraldo, Rao & Principe, 2015.
           https://arxiv.org/abs/1211.2459
     """
-    _check_alpha(alpha)
-    gram = ops.cast(ops.convert_to_tensor(gram), "float32")
+    alpha = _check_alpha(alpha)
+    gram = as_float32(gram)
     _check_square(gram)
     a = normalize_gram(gram) if normalize else gram
-    return _log_power_trace(a, alpha) / (_LOG2 * (1.0 - alpha))
+    value = _log_power_trace(a, alpha) / (_LOG2 * (1.0 - alpha))
+    return ops.where(
+        ops.trace(a) > 0, value, ops.full_like(value, float("nan"))
+    )
 
 
 def joint_renyi_entropy(grams, alpha=1.01):
@@ -167,8 +220,8 @@ def joint_renyi_entropy(grams, alpha=1.01):
     where `o` is the Hadamard (element-wise) product.
 
     Args:
-        grams: a list (or tuple) of at least one tensor of shape `(n, n)`, all
-            of the same shape.
+        grams: a list (or tuple) of at least one tensor (or variable) of
+            shape `(n, n)`, all of the same shape.
         alpha: order of the entropy, > 0 and != 1. Defaults to 1.01.
 
     Returns:
@@ -192,7 +245,7 @@ def joint_renyi_entropy(grams, alpha=1.01):
         )
     product = None
     for index, gram in enumerate(grams):
-        gram = ops.cast(ops.convert_to_tensor(gram), "float32")
+        gram = as_float32(gram)
         _check_square(gram, name=f"grams[{index}]")
         if product is not None and tuple(gram.shape) != tuple(product.shape):
             raise ValueError(
@@ -208,7 +261,12 @@ def renyi_mutual_information(gram_a, gram_b, alpha=1.01):
     """Matrix-based Renyi mutual information, in bits.
 
     `I_alpha(A; B) = S_alpha(A) + S_alpha(B) - S_alpha(A, B)`, with the joint
-    entropy of `joint_renyi_entropy`. `I(A; A) = S(A)`.
+    entropy of `joint_renyi_entropy`. In particular `I_alpha(A; A) =
+    2 S_alpha(A) - S_alpha(A o A)`, which equals `S_alpha(A)` only when
+    `A o A` is proportional to `A` (a 0/1 kernel such as `label_gram`). For
+    a Gaussian Gram matrix of width `sigma`, `A o A` is the Gaussian Gram
+    matrix of width `sigma / sqrt(2)`, and `I_alpha(A; A)` is below
+    `S_alpha(A)`.
 
     Args:
         gram_a: tensor of shape `(n, n)`, the Gram matrix of one variable.

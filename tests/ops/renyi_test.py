@@ -134,6 +134,142 @@ class RenyiEntropyTest(TestCase):
             renyi.renyi_entropy(np.ones((3, 4)))
 
 
+def gaussian_grams(seed=0):
+    """Gaussian Gram matrices, well posed and ill conditioned (float32)."""
+    rng = np.random.default_rng(seed)
+    repeated = rng.normal(size=(64, 3)).astype("float32")
+    repeated[32:] = repeated[:32]
+    grams = {
+        "100x4": kernels.gaussian_gram(
+            rng.normal(size=(100, 4)).astype("float32"), sigma=1.0
+        ),
+        "100x4 knn": kernels.gaussian_gram(
+            rng.normal(size=(100, 4)).astype("float32")
+        ),
+        "repeated": kernels.gaussian_gram(repeated, sigma=1.0),
+        "1d": kernels.gaussian_gram(
+            rng.normal(size=(200, 1)).astype("float32"), sigma=0.5
+        ),
+        "512x2": kernels.gaussian_gram(
+            rng.normal(size=(512, 2)).astype("float32"), sigma=1.0
+        ),
+        "512x16 knn": kernels.gaussian_gram(
+            rng.normal(size=(512, 16)).astype("float32")
+        ),
+    }
+    return {name: ops.convert_to_numpy(g) for name, g in grams.items()}
+
+
+class RenyiEntropyNumericsTest(TestCase):
+    def test_well_posed_matches_float64_tightly(self):
+        # 100 samples of 4-d data: real eigenvalues down to ~1e-6 matter.
+        grams = gaussian_grams()
+        for name in ("100x4", "100x4 knn"):
+            for alpha in (1.01, 1.5, 2.5):
+                self.assertAllClose(
+                    renyi.renyi_entropy(grams[name], alpha=alpha),
+                    numpy_entropy(grams[name], alpha),
+                    atol=1e-4,
+                    rtol=0,
+                    msg=f"{name}, alpha={alpha}",
+                )
+
+    def test_ill_conditioned_matches_float64(self):
+        for name, gram in gaussian_grams().items():
+            for alpha in (1.01, 1.5, 2.5, 0.9, 0.5):
+                # For alpha < 1 eigensolver noise (and the float32 rounding
+                # of the Gram matrix) weighs more: lambda ** 0.5 of 1e-7.
+                atol = 5e-4 if alpha > 1 else 1.5e-2
+                self.assertAllClose(
+                    renyi.renyi_entropy(gram, alpha=alpha),
+                    numpy_entropy(gram, alpha),
+                    atol=atol,
+                    rtol=0,
+                    msg=f"{name}, alpha={alpha}",
+                )
+
+    def test_high_alpha_is_finite_and_exact(self):
+        for alpha in (4.5, 5.5, 10.0, 50.0, 300.0):
+            self.assertAllClose(
+                renyi.renyi_entropy(np.eye(128), alpha=alpha),
+                7.0,
+                atol=1e-4,
+                msg=f"alpha={alpha}",
+            )
+        gram = gaussian_grams()["100x4"]
+        for alpha in (4.5, 8.0, 30.0):
+            self.assertAllClose(
+                renyi.renyi_entropy(gram, alpha=alpha),
+                numpy_entropy(gram, alpha),
+                atol=1e-4,
+                rtol=1e-4,
+                msg=f"alpha={alpha}",
+            )
+
+    def test_all_zero_matrix_is_nan(self):
+        for alpha in (2, 3, 1.01, 0.5, 5.5):
+            value = ops.convert_to_numpy(
+                renyi.renyi_entropy(np.zeros((6, 6)), alpha=alpha)
+            )
+            self.assertTrue(np.isnan(value), f"alpha={alpha}: {value}")
+
+    def test_tiny_trace_is_scale_invariant(self):
+        for alpha in (2, 1.01):
+            self.assertAllClose(
+                renyi.renyi_entropy(1e-14 * np.eye(4), alpha=alpha),
+                2.0,
+                atol=1e-4,
+            )
+
+    def test_finite_gradients_ill_conditioned(self):
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(48, 3)).astype("float32")
+        x[24:] = x[:24]  # every sample twice: 24 zero eigenvalues
+        low = rng.normal(size=(48, 1)).astype("float32")
+        for alpha in (1.01, 0.5, 0.9, 1.5, 2.5, 5.5, 30.0):
+            for name, data in (("repeated", x), ("1d", low)):
+                gradient = gradient_of(
+                    lambda v, a=alpha: renyi.renyi_entropy(
+                        kernels.gaussian_gram(v), alpha=a
+                    ),
+                    data,
+                )
+                self.assertAllFinite(gradient, msg=f"{name}, alpha={alpha}")
+
+    def test_variables_are_accepted(self):
+        import keras
+        import tensorflow as tf
+
+        for variable in (
+            keras.Variable(np.eye(4, dtype="float32")),
+            tf.Variable(np.eye(4, dtype="float32")),
+        ):
+            self.assertAllClose(
+                renyi.renyi_entropy(variable, alpha=2), 2.0, atol=1e-5
+            )
+            self.assertAllClose(
+                renyi.renyi_entropy(variable, alpha=1.5), 2.0, atol=1e-5
+            )
+            self.assertAllClose(
+                renyi.joint_renyi_entropy([variable, variable], alpha=2),
+                2.0,
+                atol=1e-5,
+            )
+            self.assertAllClose(
+                renyi.normalize_gram(variable), np.eye(4) / 4, atol=1e-7
+            )
+
+    def test_numpy_alpha_is_accepted(self):
+        for alpha in (np.float32(2.0), np.float64(0.5), np.int64(3)):
+            self.assertAllClose(
+                renyi.renyi_entropy(np.eye(4), alpha=alpha), 2.0, atol=1e-5
+            )
+        with pytest.raises(ValueError, match="`alpha` should be"):
+            renyi.renyi_entropy(np.eye(3), alpha=np.bool_(True))
+        with pytest.raises(ValueError, match="Received: alpha=1.0"):
+            renyi.renyi_entropy(np.eye(3), alpha=np.float32(1.0))
+
+
 class JointAndMutualInformationTest(TestCase):
     def test_joint_matches_numpy(self):
         a, b = random_gram(10, 1), random_gram(10, 2)
@@ -162,6 +298,8 @@ class JointAndMutualInformationTest(TestCase):
             )
             self.assertGreater(information, 0.5 * entropy)
             self.assertLessEqual(information, entropy + 1e-3)
+            # ... and strictly below it: I(A; A) = S(A) is false here.
+            self.assertLess(information, entropy - 0.1)
 
     def test_self_information_exact_for_idempotent_kernel(self):
         # For a 0/1 label kernel K o K = K, so I(Y;Y) = H(Y) exactly.
