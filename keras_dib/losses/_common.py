@@ -1,6 +1,7 @@
 """Argument checks and Gram matrices shared by the local objectives."""
 
 import math
+import numbers
 
 from keras import ops
 
@@ -8,10 +9,26 @@ from keras_dib.ops import kernels
 
 
 def check_non_negative(name, value):
-    """Raises unless `value` is a finite real number >= 0."""
+    """Raises unless `value` is a finite real number >= 0.
+
+    Python and NumPy real scalars (`np.float32(0.01)`, say) are accepted;
+    booleans (Python or NumPy) are not.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: the value to check.
+
+    Returns:
+        `value` as a Python float.
+
+    Example:
+
+    >>> check_non_negative("beta", np.float32(0.01))
+    0.009999999776482582
+    """
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value < 0
     ):
@@ -19,6 +36,7 @@ def check_non_negative(name, value):
             f"`{name}` should be a finite number >= 0. "
             f"Received: {name}={value!r}"
         )
+    return float(value)
 
 
 def check_compression(compression, targets):
