@@ -14,21 +14,26 @@ The building blocks:
 - `download`: streams a URL into a temporary file beside its destination,
   checks its MD5 or SHA-256, then renames it into place (atomic), removing
   the temporary file on any failure.
-- `cached_arrays`: optional `.npz` cache of decoded arrays, keyed on the
-  sizes and modification times of the source files.
+- `cached_arrays`: optional `.npz` cache of decoded arrays, one entry per
+  data set and source folder, keyed on the sizes and modification times of
+  the source files; only arrays that pass the data set's completeness check
+  are cached.
 """
 
 import hashlib
 import io
+import lzma
 import os
 import pickle
 import re
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -37,7 +42,23 @@ from PIL import JpegImagePlugin
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".gif", ".webp")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 # Bump when the decoded arrays would change for the same source files.
-_CACHE_FORMAT_VERSION = 1
+# Version 2: one entry per source folder, and completeness checked.
+_CACHE_FORMAT_VERSION = 2
+# A cache file being written is `.<entry>.<pid>.<random>.npz.part`; one
+# whose writer is gone (killed) is deleted by the next cache write. Without
+# a live process to ask (another machine sharing the cache), one untouched
+# for this long is deleted.
+_STALE_PART_SECONDS = 3600
+# Errors of a corrupt archive member or stream: zip and tar structure,
+# deflate (zlib), xz (lzma), truncation.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+)
 _CHUNK_SIZE = 1 << 20
 
 # Official archives per data set: (file name, URL, MD5 or SHA-256). Tests
@@ -136,7 +157,7 @@ class FileIndex:
             else:
                 archive = tarfile.open(full, "r:*")
                 members = [(m.name, m) for m in archive if m.isfile()]
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
+        except _ARCHIVE_ERRORS as e:
             raise ValueError(
                 f"Corrupt or unreadable archive: {full} ({e}). Expected a "
                 "valid zip or tar archive; delete it and download it again."
@@ -160,7 +181,8 @@ class FileIndex:
 
         Raises:
             FileNotFoundError: if `rel` is not in the index.
-            ValueError: if the archive member cannot be read (corrupt).
+            ValueError: naming the archive and the member, if the member
+                cannot be read (corrupt: bad deflate stream, CRC, ...).
         """
         if rel not in self.files:
             raise FileNotFoundError(
@@ -175,9 +197,11 @@ class FileIndex:
             if isinstance(handle, zipfile.ZipFile):
                 return handle.read(member)
             return handle.extractfile(member).read()
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
+        except _ARCHIVE_ERRORS as e:
             raise ValueError(
-                f"Corrupt archive member {self.describe(rel)}: {e}"
+                f"Corrupt archive member {rel} in {archive}: "
+                f"{type(e).__name__}: {e}. Delete the archive and download "
+                "it again."
             ) from e
 
     def find(self, pattern):
@@ -521,33 +545,98 @@ def verify_file(path, file_hash):
 # === Decoded-array cache ===
 
 
-def cached_arrays(name, index, compute, extra_key="", cache=True):
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or cannot tell)
+    return True
+
+
+def _remove_stale_parts(folder):
+    """Deletes cache files left half-written by a killed process."""
+    now = time.time()
+    for name in os.listdir(folder):
+        if not (name.startswith(".") and name.endswith(".npz.part")):
+            continue
+        path = os.path.join(folder, name)
+        match = re.search(r"\.(\d+)\.[^.]+\.npz\.part$", name)
+        try:
+            dead = match is not None and not _process_alive(int(match.group(1)))
+            old = now - os.stat(path).st_mtime > _STALE_PART_SECONDS
+            if dead or old:
+                os.remove(path)
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove
+
+
+def cache_entry_prefix(name, source):
+    """Cache file name prefix of data set `name` read from `source`."""
+    source = os.path.realpath(os.path.abspath(os.fspath(source)))
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return f"{name}-{digest}-"
+
+
+def cached_arrays(
+    name, index, compute, extra_key="", cache=True, validate=None
+):
     """Returns `compute()`'s dict of arrays, cached as `.npz` when `cache`.
 
-    The cache file sits in `<keras cache>/keras_dib_cache/` and is keyed on
-    the source files' paths, sizes and modification times (plus
-    `extra_key`), so changing or replacing a source invalidates it. Stale
-    entries of the same data set are removed. A cache that cannot be
+    The cache file sits in `<keras cache>/keras_dib_cache/`, one entry per
+    data set `name` and source folder (`index.path`): loading the same data
+    set from two folders keeps both entries. An entry is keyed on the source
+    files' paths, sizes and modification times (plus `extra_key`), so
+    changing or replacing a source invalidates it; the stale entry of the
+    same data set and folder is then removed. The entry is written to a
+    hidden `.part` file and renamed into place; `.part` files left by a
+    killed process are removed by the next write. A cache that cannot be
     written only warns.
+
+    Args:
+        name: the data set's name (a file name prefix).
+        index: the `FileIndex` the arrays are decoded from.
+        compute: callable returning a dict of NumPy arrays.
+        extra_key: more to key the entry on.
+        cache: whether to use the cache at all.
+        validate: optional callable taking the dict of arrays and raising
+            if they are incomplete. Arrays are cached only once it passes,
+            and a cached entry that fails it is decoded again.
+
+    Returns:
+        The dict of arrays.
     """
     if not cache:
-        return compute()
+        arrays = compute()
+        if validate is not None:
+            validate(arrays)
+        return arrays
     key = hashlib.sha256(
         repr((_CACHE_FORMAT_VERSION, extra_key, index.fingerprint())).encode()
     ).hexdigest()[:20]
     folder = os.path.join(keras_datasets_dir(), "keras_dib_cache")
-    path = os.path.join(folder, f"{name}-{key}.npz")
+    prefix = cache_entry_prefix(name, index.path)
+    path = os.path.join(folder, f"{prefix}{key}.npz")
     if os.path.exists(path):
         try:
             with np.load(path, allow_pickle=False) as stored:
-                return {k: stored[k] for k in stored.files}
+                arrays = {k: stored[k] for k in stored.files}
+            if validate is not None:
+                validate(arrays)
+            return arrays
         except (OSError, ValueError, zipfile.BadZipFile):
-            os.remove(path)  # unreadable: decode again
+            os.remove(path)  # unreadable or incomplete: decode again
     arrays = compute()
+    if validate is not None:
+        validate(arrays)  # never cache partial data
     try:
         os.makedirs(folder, exist_ok=True)
+        _remove_stale_parts(folder)
         handle, temp_path = tempfile.mkstemp(
-            dir=folder, prefix=f".{name}-", suffix=".npz.part"
+            dir=folder,
+            prefix=f".{prefix}{key}.{os.getpid()}.",
+            suffix=".npz.part",
         )
         try:
             with os.fdopen(handle, "wb") as out:
@@ -557,8 +646,13 @@ def cached_arrays(name, index, compute, extra_key="", cache=True):
             if os.path.exists(temp_path):
                 os.remove(temp_path)
             raise
+        # Older entries of this data set and folder, and entries of the
+        # version-1 layout (one per data set, with no folder part).
+        legacy = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{20}}\.npz$")
         for stale in os.listdir(folder):
-            if stale.startswith(f"{name}-") and stale.endswith(".npz"):
+            if (
+                stale.startswith(prefix) and stale.endswith(".npz")
+            ) or legacy.match(stale):
                 if os.path.join(folder, stale) != path:
                     os.remove(os.path.join(folder, stale))
     except OSError as e:

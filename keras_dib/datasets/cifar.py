@@ -11,12 +11,24 @@ archive):
    `test/<class>/...`, as folders or inside zips (such as the CIFAR-10
    JPEG copy `CIFAR-10-images_train.zip` / `CIFAR-10-images_test.zip`).
 
+Completeness: the official python version needs every batch file; a tree
+needs the train/ and test/ splits with every class folder in both, and the
+CIFAR-10 JPEG copy (`CIFAR-10-images_train.zip` and `_test.zip`) needs both
+archives. The official data, recognised by the official batches' own
+labels ("training batch 1 of 5", ...) or by the JPEG copy's archive names,
+must also have the official counts, 50000 training and 10000 test images
+(CIFAR-10: 5000 and 1000 a class); the message names the classes that fall
+short. Other data (for example small test fixtures) is not count-checked.
+Incomplete data is never cached.
+
 References:
     - Krizhevsky, "Learning Multiple Layers of Features from Tiny Images",
       2009. https://www.cs.toronto.edu/~kriz/cifar.html
 """
 
+import os
 import posixpath
+import re
 
 import numpy as np
 
@@ -38,6 +50,14 @@ CIFAR10_CLASS_NAMES = (
 )
 _IMAGE_SIZE = (32, 32)
 _LABEL_MODES = ("fine", "coarse")
+OFFICIAL_COUNTS = {"train": 50000, "test": 10000}
+# The official batches label themselves "training batch 1 of 5", ...
+_OFFICIAL_BATCH_LABEL = re.compile(rb"^(training|testing) batch \d+ of \d+$")
+# The CIFAR-10 JPEG copy (../shared/data/cifar10): both archives needed.
+_JPEG_COPY_ARCHIVES = (
+    "CIFAR-10-images_train.zip",
+    "CIFAR-10-images_test.zip",
+)
 
 
 # === Official python version ===
@@ -68,7 +88,10 @@ def _decode_batch(index, rel, label_key, num_classes):
     _check_labels(labels, num_classes, where)
     # Rows are 1024 red, 1024 green, 1024 blue values, each 32x32 row-major.
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels.astype(np.int32)
+    official = bool(
+        _OFFICIAL_BATCH_LABEL.match(bytes(batch.get(b"batch_label", b"")))
+    )
+    return np.ascontiguousarray(images), labels.astype(np.int32), official
 
 
 def _check_labels(labels, num_classes, where):
@@ -82,7 +105,9 @@ def _check_labels(labels, num_classes, where):
 
 
 def _load_official(index, directory, split_files, label_key, num_classes):
+    """The two splits, and whether every batch says it is official."""
     splits = []
+    official = True
     for files in split_files:
         parts = [
             _decode_batch(
@@ -90,13 +115,65 @@ def _load_official(index, directory, split_files, label_key, num_classes):
             )
             for name in files
         ]
+        official = official and all(p[2] for p in parts)
         splits.append(
             (
                 np.concatenate([p[0] for p in parts]),
                 np.concatenate([p[1] for p in parts]),
             )
         )
-    return splits
+    return splits, official
+
+
+def _check_jpeg_copy_archives(index):
+    names = {os.path.basename(source) for source in index.sources}
+    present = [name for name in _JPEG_COPY_ARCHIVES if name in names]
+    missing = [name for name in _JPEG_COPY_ARCHIVES if name not in names]
+    if present and missing:
+        raise FileNotFoundError(
+            f"Incomplete CIFAR-10 JPEG copy in {index.path}: missing "
+            f"{missing} (found {present}); both archives are needed."
+        )
+    return bool(present)
+
+
+def _check_complete(arrays, name, num_classes, where):
+    """For official data: every class, and the official counts."""
+    if not bool(arrays.get("official", False)):
+        return
+    problems = []
+    for split in ("train", "test"):
+        labels = arrays[f"y_{split}"]
+        counts = np.bincount(labels, minlength=num_classes)
+        missing = [c for c in range(num_classes) if counts[c] == 0]
+        if missing:
+            problems.append(
+                f"no {split} images of class(es) {missing[:20]}"
+                + (" ..." if len(missing) > 20 else "")
+            )
+        if len(labels) != OFFICIAL_COUNTS[split]:
+            per_class = OFFICIAL_COUNTS[split] // num_classes
+            short = {
+                c: int(counts[c])
+                for c in range(num_classes)
+                if counts[c] < per_class
+            }
+            problems.append(
+                f"{len(labels)} {split} images instead of "
+                f"{OFFICIAL_COUNTS[split]}"
+                + (
+                    f" (classes short of {per_class}, with their counts: "
+                    f"{dict(list(short.items())[:20])})"
+                    if short and name == "cifar10"
+                    else ""
+                )
+            )
+    if problems:
+        raise ValueError(
+            f"Incomplete {name.upper().replace('CIFAR', 'CIFAR-')} in "
+            f"{where}: " + "; ".join(problems) + ". Delete it and "
+            "download or copy it again."
+        )
 
 
 def _find_official(index, anchor, required):
@@ -163,6 +240,7 @@ def _load(name, data_dir, cache, label_mode=None):
         ),
     )
     with _io.FileIndex(path) as index:
+        jpeg_copy = name == "cifar10" and _check_jpeg_copy_archives(index)
         if name == "cifar10":
             num_classes = 10
             batches = [f"data_batch_{i}" for i in range(1, 6)]
@@ -181,7 +259,7 @@ def _load(name, data_dir, cache, label_mode=None):
 
         def compute():
             if directory is not None:
-                splits = _load_official(
+                splits, is_official = _load_official(
                     index, directory, official, label_key, num_classes
                 )
             else:
@@ -189,13 +267,26 @@ def _load(name, data_dir, cache, label_mode=None):
                 if tree is None:
                     raise FileNotFoundError(_missing_message(name, index))
                 splits = _load_tree(index, tree, num_classes, order)
+                is_official = jpeg_copy
             (x_train, y_train), (x_test, y_test) = splits
             return dict(
-                x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+                x_train=x_train,
+                y_train=y_train,
+                x_test=x_test,
+                y_test=y_test,
+                official=np.asarray(is_official),
             )
 
         cache_name = f"{name}_{label_mode}" if label_mode else name
-        arrays = _io.cached_arrays(cache_name, index, compute, cache=cache)
+        arrays = _io.cached_arrays(
+            cache_name,
+            index,
+            compute,
+            cache=cache,
+            validate=lambda arrays: _check_complete(
+                arrays, name, num_classes, path
+            ),
+        )
     return (arrays["x_train"], arrays["y_train"]), (
         arrays["x_test"],
         arrays["y_test"],
@@ -232,7 +323,8 @@ def load_cifar10(data_dir=None, *, cache=True):
             Keras cache (`~/.keras/datasets/cifar10`), else the official
             archive is downloaded there (SHA-256 checked).
         cache: keep the decoded arrays in an `.npz` in the Keras cache
-            (keyed on the source files' sizes and times). Default True.
+            (one entry per source folder, keyed on the source files' sizes
+            and times; complete data only). Default True.
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`: uint8 images
@@ -240,8 +332,10 @@ def load_cifar10(data_dir=None, *, cache=True):
         10000 images for the official data.
 
     Raises:
-        FileNotFoundError: if no CIFAR-10 data is found.
-        ValueError: on a corrupt file or a label out of range.
+        FileNotFoundError: if no CIFAR-10 data is found, or one of the
+            JPEG copy's two archives is missing.
+        ValueError: on a corrupt file or a label out of range, or official
+            data short of the official counts (see the module docstring).
 
     Example:
 
@@ -273,8 +367,8 @@ def load_cifar100(data_dir=None, label_mode="fine", *, cache=True):
 
     Raises:
         FileNotFoundError: if no CIFAR-100 data is found.
-        ValueError: on a bad `label_mode`, a corrupt file or a label out
-            of range.
+        ValueError: on a bad `label_mode`, a corrupt file, a label out
+            of range, or official data short of the official counts.
 
     Example:
 

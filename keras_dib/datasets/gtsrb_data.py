@@ -17,6 +17,18 @@ Reads the official layout, as folders or inside zips (the official
 Images are decoded from PPM with NumPy and resized to 32x32 (bilinear,
 whole image, no ROI crop) when they are not 32x32 already.
 
+Completeness is checked before anything is returned or cached:
+
+- every archive of a split set: the 32x32 copy's training images come in
+  `GTSRB32_Final_Training_Images_part1..3.zip`; with one, all are needed;
+- every class present: the training set has images of every class from 0
+  to the largest label seen (in training or test), so a missing training
+  archive (part 3 holds classes 30 to 42) cannot go unnoticed;
+- for the official data, recognised by its archive names (the official
+  zips or the 32x32 copy), all 43 classes and the official counts, 39209
+  training and 12630 test images. Other trees (for example small test
+  fixtures) are checked for the classes only.
+
 References:
     - Stallkamp, Schlipsing, Salmen & Igel, "Man vs. computer: Benchmarking
       machine learning algorithms for traffic sign recognition", Neural
@@ -25,6 +37,7 @@ References:
 """
 
 import csv
+import os
 import posixpath
 import re
 
@@ -42,6 +55,16 @@ _TRAIN_IMAGE = r"(?:^|/)Final_Training/Images/(\d{5})/[^/]+\.ppm$"
 _TEST_IMAGE = r"(?:^|/)Final_Test/Images/[^/]+\.ppm$"
 _TEST_CSV = "GT-final_test.csv"
 _TRACK_NAME = re.compile(r"^(\d+)_(\d+)\.ppm$")
+OFFICIAL_COUNTS = {"train": 39209, "test": 12630}
+# Archives that together hold the training images: one needs the others.
+_SPLIT_TRAINING_ARCHIVES = tuple(
+    f"GTSRB32_Final_Training_Images_part{part}.zip" for part in (1, 2, 3)
+)
+# Archive names that mark the official data (full size or the 32x32 copy).
+_OFFICIAL_ARCHIVES = (
+    "GTSRB_Final_Training_Images.zip",
+    *_SPLIT_TRAINING_ARCHIVES,
+)
 
 
 def _read_csv(index, rel):
@@ -145,6 +168,73 @@ def _locate(index):
     return train_csvs, test_csvs[0], test_dirs[0]
 
 
+def _archive_names(index):
+    return {os.path.basename(source) for source in index.sources}
+
+
+def _check_archives(index):
+    """Raises if some, not all, of the split training archives are there."""
+    names = _archive_names(index)
+    present = [name for name in _SPLIT_TRAINING_ARCHIVES if name in names]
+    missing = [name for name in _SPLIT_TRAINING_ARCHIVES if name not in names]
+    if present and missing:
+        raise FileNotFoundError(
+            f"Incomplete GTSRB in {index.path}: missing {missing}. The "
+            "training images are split over "
+            f"{list(_SPLIT_TRAINING_ARCHIVES)}; found only {present}."
+        )
+
+
+def _class_ranges(classes):
+    """`[0, 1, 2, 5]` -> `"00000-00002, 00005"`."""
+    parts, start = [], None
+    for i, label in enumerate(classes):
+        if start is None:
+            start = label
+        if i + 1 == len(classes) or classes[i + 1] != label + 1:
+            parts.append(
+                f"{start:05d}" if start == label else f"{start:05d}-{label:05d}"
+            )
+            start = None
+    return ", ".join(parts)
+
+
+def _check_complete(arrays, where, official):
+    """Raises unless every class (and, if `official`, every image) is there.
+
+    Args:
+        arrays: the decoded arrays (`y_train`, `y_test`, ...).
+        where: the data folder, for the message.
+        official: whether the data is the official set (all 43 classes and
+            the official counts are then required).
+    """
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    largest = max(
+        int(y_train.max()) if y_train.size else -1,
+        int(y_test.max()) if y_test.size else -1,
+    )
+    expected = NUM_CLASSES if official else largest + 1
+    missing = sorted(set(range(expected)) - {int(c) for c in y_train})
+    if missing:
+        raise FileNotFoundError(
+            f"Incomplete GTSRB in {where}: no training images of class(es) "
+            f"{_class_ranges(missing)} (Final_Training/Images/NNNNN), out of "
+            f"{expected}. Is a training archive or class folder missing? "
+            "Found classes: "
+            f"{_class_ranges(sorted({int(c) for c in y_train})) or 'none'}."
+        )
+    if official:
+        counts = {"train": len(y_train), "test": len(y_test)}
+        if counts != OFFICIAL_COUNTS:
+            raise ValueError(
+                f"Incomplete GTSRB in {where}: expected the official "
+                f"{OFFICIAL_COUNTS['train']} training and "
+                f"{OFFICIAL_COUNTS['test']} test images. Received: "
+                f"{counts['train']} training and {counts['test']} test "
+                "images."
+            )
+
+
 def _decode_training(index, train_csvs):
     rels, labels, tracks = [], [], []
     for csv_rel in train_csvs:
@@ -193,7 +283,8 @@ def load_gtsrb(data_dir=None, *, cache=True):
             cache (`~/.keras/datasets/gtsrb`), else the three official zips
             are downloaded there (MD5 checked).
         cache: keep the decoded arrays in an `.npz` in the Keras cache
-            (keyed on the source files' sizes and times). Default True.
+            (one entry per source folder, keyed on the source files' sizes
+            and times; complete data only). Default True.
 
     Returns:
         `(x_train, y_train, tracks_train), (x_test, y_test)`: uint8 images
@@ -203,8 +294,11 @@ def load_gtsrb(data_dir=None, *, cache=True):
         official data.
 
     Raises:
-        FileNotFoundError: if files or folders of the layout are missing.
-        ValueError: on a corrupt image or CSV, or a label out of range.
+        FileNotFoundError: if files or folders of the layout are missing, or
+            the data is incomplete (a class without training images, one of
+            the split training archives missing); the message says what.
+        ValueError: on a corrupt image, CSV or archive member, a label out
+            of range, or official data with other than the official counts.
 
     Example:
 
@@ -216,7 +310,9 @@ def load_gtsrb(data_dir=None, *, cache=True):
     """
     path = _io.resolve_data_dir("gtsrb", data_dir)
     with _io.FileIndex(path) as index:
+        _check_archives(index)
         train_csvs, test_csv, test_dir = _locate(index)
+        official = bool(_archive_names(index) & set(_OFFICIAL_ARCHIVES))
 
         def compute():
             x_train, y_train, tracks = _decode_training(index, train_csvs)
@@ -229,7 +325,13 @@ def load_gtsrb(data_dir=None, *, cache=True):
                 y_test=y_test,
             )
 
-        arrays = _io.cached_arrays("gtsrb", index, compute, cache=cache)
+        arrays = _io.cached_arrays(
+            "gtsrb",
+            index,
+            compute,
+            cache=cache,
+            validate=lambda arrays: _check_complete(arrays, path, official),
+        )
     return (arrays["x_train"], arrays["y_train"], arrays["tracks_train"]), (
         arrays["x_test"],
         arrays["y_test"],

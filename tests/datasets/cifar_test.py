@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_dib.datasets
+from keras_dib.datasets import cifar
 from keras_dib.datasets import load_cifar10
 from keras_dib.datasets import load_cifar100
 from tests.datasets import fakes
@@ -183,3 +184,66 @@ def test_cifar10_pipeline_end_to_end(tmp_path):
     assert len(train) == 80 // 8
     assert sum(len(val[i][1]) for i in range(len(val))) == 20
     assert sum(len(test[i][1]) for i in range(len(test))) == 20
+
+
+def _write_jpeg_copy(root, per_class, archives=("train", "test")):
+    """The JPEG copy's archive names over a tiny tree (10 classes)."""
+    source = os.path.join(root, "src")
+    os.makedirs(source)
+    _write_tree(
+        source, fakes.CIFAR10_NAMES, per_class, prefix="CIFAR-10-images"
+    )
+    data = os.path.join(root, "data")
+    os.makedirs(data)
+    for split in archives:
+        name = f"CIFAR-10-images_{split}.zip"
+        with zipfile.ZipFile(os.path.join(data, name), "w") as z:
+            top = os.path.join(source, "CIFAR-10-images", split)
+            for folder, _, files in os.walk(top):
+                for file in sorted(files):
+                    path = os.path.join(folder, file)
+                    z.write(path, os.path.relpath(path, source))
+    return data
+
+
+def test_jpeg_copy_missing_archive_is_named(tmp_path):
+    data = _write_jpeg_copy(str(tmp_path), 1, archives=("train",))
+    with pytest.raises(FileNotFoundError, match="CIFAR-10-images_test.zip"):
+        load_cifar10(data, cache=False)
+
+
+def test_jpeg_copy_needs_the_official_counts_and_is_not_cached(tmp_path):
+    data = _write_jpeg_copy(str(tmp_path), 2)
+    with pytest.raises(
+        ValueError, match=r"20 train images instead of 50000.*\{0: 2, 1: 2"
+    ):
+        load_cifar10(data)
+    cache_dir = tmp_path / "keras_home" / "datasets" / "keras_dib_cache"
+    assert not cache_dir.exists() or not [
+        e for e in os.listdir(cache_dir) if e.endswith(".npz")
+    ]
+
+
+def test_official_batches_need_the_official_counts(tmp_path):
+    folder, _, _ = fakes.write_cifar10(str(tmp_path), as_tar=False)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        batch[b"batch_label"] = (
+            f"training batch {k + 1} of 5" if k < 5 else "testing batch 1 of 1"
+        ).encode()
+        with open(path, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    with pytest.raises(ValueError, match="30 train images instead of 50000"):
+        load_cifar10(str(tmp_path))
+    arrays = {
+        "official": np.asarray(True),
+        "y_train": np.repeat(np.arange(10), 5000).astype(np.int32),
+        "y_test": np.repeat(np.arange(10), 1000).astype(np.int32),
+    }
+    cifar._check_complete(arrays, "cifar10", 10, "somewhere")
+    arrays["y_test"] = arrays["y_test"][arrays["y_test"] != 3]
+    with pytest.raises(ValueError, match=r"no test images of class\(es\) \[3"):
+        cifar._check_complete(arrays, "cifar10", 10, "somewhere")

@@ -1,6 +1,7 @@
 """GTSRB in the official layout: folders, zips, resizing, errors."""
 
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import keras_dib.datasets
 from keras_dib.datasets import _io
+from keras_dib.datasets import gtsrb_data
 from keras_dib.datasets import load_gtsrb
 from tests.datasets import fakes
 
@@ -139,3 +141,104 @@ def test_pipeline_split_by_track_and_no_flip(tmp_path):
     assert len(train) == 16 // 4
     assert not train.plan.flip and train.plan.augment
     assert not np.any(train.plan.epoch(0)[2])
+
+
+def _cache_entries(tmp_path):
+    cache_dir = tmp_path / "keras_home" / "datasets" / "keras_dib_cache"
+    return sorted(os.listdir(cache_dir)) if cache_dir.exists() else []
+
+
+@pytest.mark.parametrize("missing_class", [0, 1, 2])
+def test_missing_training_class_is_reported_and_not_cached(
+    tmp_path, missing_class
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    fakes.write_gtsrb(str(data))
+    shutil.rmtree(data / f"GTSRB/Final_Training/Images/{missing_class:05d}")
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"no training images of class\(es\) 0000"
+        rf"{missing_class}\b",
+    ):
+        load_gtsrb(str(data))
+    assert not [e for e in _cache_entries(tmp_path) if e.endswith(".npz")]
+
+
+def _write_split_zips(tmp_path, parts=(1, 2, 3)):
+    """The 32x32 copy's archive names, over a tiny 3-class GTSRB."""
+    source = tmp_path / "src"
+    source.mkdir()
+    fakes.write_gtsrb(str(source))
+    data = tmp_path / "zips"
+    data.mkdir()
+    for part in parts:
+        label = part - 1
+        name = f"GTSRB32_Final_Training_Images_part{part}.zip"
+        with zipfile.ZipFile(data / name, "w") as z:
+            folder = source / f"GTSRB/Final_Training/Images/{label:05d}"
+            for file in sorted(os.listdir(folder)):
+                z.write(
+                    folder / file,
+                    f"GTSRB/Final_Training/Images/{label:05d}/{file}",
+                )
+    with zipfile.ZipFile(data / "GTSRB32_Final_Test.zip", "w") as z:
+        test = source / "GTSRB/Final_Test"
+        for path in sorted(test.rglob("*")):
+            if path.is_file():
+                z.write(path, f"GTSRB/{path.relative_to(source / 'GTSRB')}")
+    return data
+
+
+def test_missing_split_training_archive_is_named(tmp_path):
+    data = _write_split_zips(tmp_path, parts=(1, 2))
+    with pytest.raises(
+        FileNotFoundError, match="GTSRB32_Final_Training_Images_part3.zip"
+    ):
+        load_gtsrb(str(data))
+    assert not [e for e in _cache_entries(tmp_path) if e.endswith(".npz")]
+
+
+def test_official_archives_need_official_classes_and_counts(tmp_path):
+    # Recognised as the official data by its archive names, a 3-class,
+    # 18-image set is incomplete: classes 3 to 42 and images are missing.
+    data = _write_split_zips(tmp_path)
+    with pytest.raises(FileNotFoundError, match="00003-00042"):
+        load_gtsrb(str(data))
+    arrays = {
+        "y_train": np.repeat(np.arange(43), 2).astype(np.int32),
+        "y_test": np.arange(43).astype(np.int32),
+    }
+    with pytest.raises(ValueError, match="official 39209 training"):
+        gtsrb_data._check_complete(arrays, "somewhere", official=True)
+    gtsrb_data._check_complete(arrays, "somewhere", official=False)
+
+
+def test_corrupt_zip_member_is_named(tmp_path):
+    fakes.write_gtsrb(str(tmp_path), as_zip=True)
+    archive = tmp_path / "gtsrb.zip"
+    with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+    rebuilt = tmp_path / "rebuilt.zip"
+    member = "GTSRB/Final_Training/Images/00001/00000_00000.ppm"
+    with (
+        zipfile.ZipFile(archive) as old,
+        zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as new,
+    ):
+        for name in names:
+            new.writestr(name, old.read(name))
+    raw = bytearray(rebuilt.read_bytes())
+    with zipfile.ZipFile(rebuilt) as z:
+        header = z.getinfo(member).header_offset
+    start = (
+        header
+        + 30
+        + int.from_bytes(raw[header + 26 : header + 28], "little")
+        + int.from_bytes(raw[header + 28 : header + 30], "little")
+    )
+    raw[start : start + 8] = b"\xff" * 8
+    archive.unlink()
+    rebuilt.unlink()
+    (tmp_path / "gtsrb.zip").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=rf"{member}.*gtsrb\.zip"):
+        load_gtsrb(str(tmp_path), cache=False)

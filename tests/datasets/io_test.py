@@ -4,6 +4,7 @@ import hashlib
 import os
 import pathlib
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -148,3 +149,69 @@ def test_decoded_array_cache_is_invalidated(tmp_path):
     (_, _), (_, y_test) = load_cifar10(str(data))
     np.testing.assert_array_equal(y_test, [0] * 6)
     assert len(os.listdir(cache_dir)) == 1  # the stale entry was removed
+
+
+def _cache_dir(tmp_path):
+    return tmp_path / "keras_home" / "datasets" / "keras_dib_cache"
+
+
+def test_cache_entries_of_two_folders_do_not_evict_each_other(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for data in (first, second):
+        data.mkdir()
+        fakes.write_cifar10(str(data), as_tar=False)
+    load_cifar10(str(first))
+    entries = sorted(os.listdir(_cache_dir(tmp_path)))
+    load_cifar10(str(second))
+    both = sorted(os.listdir(_cache_dir(tmp_path)))
+    assert len(both) == 2 and set(entries) < set(both)
+    # Reading the first folder again uses (and keeps) its own entry.
+    load_cifar10(str(first))
+    assert sorted(os.listdir(_cache_dir(tmp_path))) == both
+
+
+def test_partial_cache_files_of_killed_writers_are_removed(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    fakes.write_cifar10(str(data), as_tar=False)
+    cache_dir = _cache_dir(tmp_path)
+    cache_dir.mkdir(parents=True)
+    # A writer that is gone (no such process), an old one of the former
+    # naming (no process id), and one being written by a live process.
+    dead = cache_dir / ".cifar10-0123456789ab-0.999999999.x1y2.npz.part"
+    old = cache_dir / ".cifar10-k3j4h5.npz.part"
+    live = cache_dir / f".gtsrb-0123456789ab-0.{os.getpid()}.abcd.npz.part"
+    for path in (dead, old, live):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    load_cifar10(str(data))
+    names = os.listdir(cache_dir)
+    assert dead.name not in names and old.name not in names
+    assert live.name in names
+    assert len([n for n in names if n.endswith(".npz")]) == 1
+
+
+def test_corrupt_deflate_stream_names_archive_and_member(tmp_path):
+    member = "GTSRB/Final_Training/Images/00000/00000_00000.ppm"
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(member, b"P6\n32 32\n255\n" + bytes(range(256)) * 12)
+    raw = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo(member)
+    # The compressed data starts after the 30-byte local header, the name
+    # and the extra field (lengths at bytes 26 and 28 of the local header):
+    # overwrite its start with an invalid deflate block type.
+    header = info.header_offset
+    name_length = int.from_bytes(raw[header + 26 : header + 28], "little")
+    extra_length = int.from_bytes(raw[header + 28 : header + 30], "little")
+    start = header + 30 + name_length + extra_length
+    raw[start : start + 8] = b"\xff" * 8
+    archive.write_bytes(bytes(raw))
+    with _io.FileIndex(str(archive)) as index:
+        with pytest.raises(ValueError) as error:
+            index.read(member)
+    message = str(error.value)
+    assert str(archive) in message and member in message
+    assert "error" in message.lower()
