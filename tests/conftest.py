@@ -7,9 +7,10 @@
   data sets in ../shared/data. `pytest tests --run_large` adds them; CI
   runs every tier.
 - `backend_free`: tests whose result does not depend on the Keras backend
-  (data loading and caching, plots). They run in every pass by default;
-  CI runs them in one backend's pass only (`-m "not backend_free"` in the
-  others).
+  (data loading and caching, plots). They run by default; with
+  `--backend_free_on=BACKEND` they run only when the Keras backend is
+  BACKEND (deselected otherwise), so that CI runs them in one backend's
+  pass only.
 """
 
 import pytest
@@ -23,12 +24,27 @@ def pytest_addoption(parser):
         help="also run the tests marked `large` (subprocess, real-data, "
         "example and benchmark tests)",
     )
+    parser.addoption(
+        "--backend_free_on",
+        default=None,
+        choices=("tensorflow", "jax", "torch"),
+        help="run the tests marked `backend_free` only on this Keras "
+        "backend (deselect them on the others)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    backend_free_on = config.getoption("--backend_free_on")
+    if backend_free_on:
+        import keras
+
+        if keras.backend.backend() != backend_free_on:
+            free = [i for i in items if i.get_closest_marker("backend_free")]
+            config.hook.pytest_deselected(items=free)
+            items[:] = [i for i in items if i not in free]
     if config.getoption("--run_large"):
         return
     skip_large = pytest.mark.skip(reason="large: run with --run_large")
     for item in items:
-        if "large" in item.keywords:
+        if item.get_closest_marker("large"):
             item.add_marker(skip_large)
