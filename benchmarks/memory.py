@@ -14,7 +14,7 @@ one stage for `--steps` steps on the same batches, and measures:
   3.15's JAX trainer jits it (`keras/src/backend/jax/trainer.py`:
   `jax.jit(model.train_step, donate_argnums=0)` over the state
   `(trainable, non_trainable, optimizer, metrics variables)` and a batch
-  `(x, y, sample_weight)`, after `model._enter_stage(...)` as
+  `(x, y, sample_weight)`, after `model.enter_stage(...)` as
   `GreedyLayerwiseModel.fit` enters a stage), lowered, compiled and run:
   - XLA's compiled memory analysis: argument, output, alias and temp
     sizes; `step = argument + output - alias + temp` is what one step
@@ -126,7 +126,7 @@ METHOD = {
     "training": "JAX: the stage's train step jitted exactly as Keras 3.15's "
     "JAX trainer jits it (jax.jit(model.train_step, donate_argnums=0) over "
     "(trainable, non_trainable, optimizer, metrics variables) and a batch, "
-    "after model._enter_stage), run for --steps batches; other backends: "
+    "after model.enter_stage), run for --steps batches; other backends: "
     "model.fit of the stage for --steps steps",
     "device_peak": "accelerator allocator peak while training, one fresh "
     "process per configuration (jax memory_stats()['peak_bytes_in_use'], "
@@ -226,7 +226,7 @@ def jitted_train_step(model, stage, batch):
     and `fit` calls it on `state = (trainable_variables,
     non_trainable_variables, optimizer_variables, metrics_variables)` and
     a batch `(x, y, sample_weight)`. The stage is entered as
-    `GreedyLayerwiseModel.fit` enters it (`_enter_stage`: the trainable
+    `GreedyLayerwiseModel.fit` enters it (`enter_stage`: the trainable
     block, a fresh optimizer, built) and the compiled metrics are built
     (`_symbolic_build`), as `fit` does.
 
@@ -238,7 +238,7 @@ def jitted_train_step(model, stage, batch):
 
     schedule = bench.stage_schedule(stage)
     block = None if schedule != "sequential" else stage
-    model._enter_stage(schedule, block, model.get_compile_config(), None)
+    model.enter_stage(schedule, block)
     model._symbolic_build(data_batch=batch)
     state = model._get_jax_state(
         trainable_variables=True,

@@ -1,4 +1,10 @@
-"""The greedy layer-wise trainer: a Keras Model whose `fit` trains blocks."""
+"""The greedy layer-wise trainer: a Keras Model whose `fit` trains blocks.
+
+The algorithm lives in `compute_loss` (the compiled local objective's
+terms, summed over the trained blocks), the schedule in
+`keras_dib.models.schedules`, and `fit` composes them with the pieces of
+`keras_dib.models.fitting` (checkpoints, stage data, History).
+"""
 
 import contextlib
 import copy
@@ -6,16 +12,15 @@ import copy
 import keras
 import numpy as np
 from keras import ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
-from keras_dib.losses.dib import LocalObjective
-from keras_dib.models import caching
-from keras_dib.models import checkpointing
+from keras_dib import _compat
+from keras_dib.losses import local_objective
+from keras_dib.models import fitting
+from keras_dib.models import schedules
 from keras_dib.models.heads import AuxiliaryHead
 from keras_dib.models.validation import NaNGuard
+from keras_dib.models.validation import check_model_arguments
 from keras_dib.models.validation import validate_fit_inputs
-
-SCHEDULES = ("sequential", "simultaneous", "end_to_end")
 
 
 def _serialize_list(layers):
@@ -24,6 +29,24 @@ def _serialize_list(layers):
 
 def _deserialize_list(configs):
     return [keras.saving.deserialize_keras_object(c) for c in configs]
+
+
+class _TermTrackers:
+    """One `keras.metrics.Mean` per objective term, made outside tracing.
+
+    Kept out of Keras' attribute tracking (a plain object), so trackers
+    for new term names can be created at any stage change, after build.
+    """
+
+    def __init__(self):
+        self.trackers = {}
+        self.active = []
+
+    def activate(self, names):
+        for name in names:
+            if name not in self.trackers:
+                self.trackers[name] = keras.metrics.Mean(name=name)
+        self.active = [self.trackers[name] for name in names]
 
 
 @keras.saving.register_keras_serializable(package="keras_dib")
@@ -45,16 +68,20 @@ class GreedyLayerwiseModel(keras.Model):
     variables, so none of its activations are kept for backpropagation:
     that is where the memory saving over end-to-end training comes from.
 
-    While a block trains, the model's output is its auxiliary head's logits,
-    so compiled metrics (`"accuracy"`) and validation metrics describe the
-    block being trained. The objective's terms are reported as the metrics
-    `cross_entropy` and `compression` (or `entropy`).
+    While a stage trains (`model.stage` is not None), calling the model
+    returns the stage's outputs, `{"logits": ..., "local": [...]}` (one
+    `{"logits", "features", "block_inputs"}` per trained block), which
+    `compute_loss` turns into the objective; compiled metrics
+    (`"accuracy"`) and validation metrics read `"logits"`, the auxiliary
+    head of the block being trained. Each term of the objective
+    (`keras_dib.losses.LocalObjective.compute_terms`: `cross_entropy`,
+    `compression`, ...) is reported as a metric of its name.
 
-    Other schedules: `"simultaneous"` trains every block at once, each on
-    its own local objective with the gradient stopped between blocks
-    (Decoupled Greedy Learning), and `"end_to_end"` trains the inference
-    network by ordinary backpropagation on the cross-entropy, for
-    comparison.
+    Other schedules (`keras_dib.models.schedules`): `"simultaneous"` trains
+    every block at once, each on its own local objective with the gradient
+    stopped between blocks (Decoupled Greedy Learning), and `"end_to_end"`
+    trains the inference network by ordinary backpropagation on the
+    cross-entropy, for comparison; a `Schedule` subclass adds another.
 
     Args:
         blocks: list of Keras layers (or models), applied in order.
@@ -111,54 +138,12 @@ class GreedyLayerwiseModel(keras.Model):
         input_shape=None,
         **kwargs,
     ):
-        if not isinstance(blocks, (list, tuple)) or not blocks:
-            raise ValueError(
-                "`blocks` should be a non-empty list of Keras layers. "
-                f"Received: blocks={blocks!r}"
-            )
-        for index, block in enumerate(blocks):
-            if not isinstance(block, keras.layers.Layer):
-                raise ValueError(
-                    "Every block should be a Keras layer or model. Received: "
-                    f"blocks[{index}]={block!r}"
-                )
-        if not isinstance(head, keras.layers.Layer):
-            raise ValueError(
-                f"`head` should be a Keras layer. Received: head={head!r}"
-            )
-        if num_classes is not None and (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, int)
-            or num_classes < 2
-        ):
-            raise ValueError(
-                "`num_classes` should be an integer >= 2. "
-                f"Received: num_classes={num_classes!r}"
-            )
+        check_model_arguments(blocks, head, auxiliary_heads, num_classes)
         if auxiliary_heads is None:
-            if num_classes is None:
-                raise ValueError(
-                    "Pass `num_classes` (to create the default auxiliary "
-                    "heads) or `auxiliary_heads` (a list of "
-                    f"{len(blocks) - 1} layers). Received neither."
-                )
             auxiliary_heads = [
                 AuxiliaryHead(num_classes, name=f"auxiliary_head_{index}")
                 for index in range(len(blocks) - 1)
             ]
-        if (
-            not isinstance(auxiliary_heads, (list, tuple))
-            or len(auxiliary_heads) != len(blocks) - 1
-            or not all(
-                isinstance(h, keras.layers.Layer) for h in auxiliary_heads
-            )
-        ):
-            raise ValueError(
-                "`auxiliary_heads` should be a list of one Keras layer per "
-                f"block but the last ({len(blocks) - 1} layers for "
-                f"{len(blocks)} blocks). Received: "
-                f"auxiliary_heads={auxiliary_heads!r}"
-            )
         if input_shape is not None:
             input_shape = tuple(input_shape)
         super().__init__(**kwargs)
@@ -168,15 +153,13 @@ class GreedyLayerwiseModel(keras.Model):
         self.num_classes = num_classes
         self._input_shape_arg = input_shape
         # Training state: read in `call`/`compute_loss`, so it is baked into
-        # each traced step and only ever changed together with a recompile.
+        # each traced step and only ever changed by `enter_stage` and
+        # `exit_stage`, together with a recompile.
         self._schedule = None
-        self._active_block = None
+        self._stage = None
         self._prefix_cached = False
-        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
-        self.regularization_trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("compression", "entropy", "hsic", "regularization")
-        }
+        self._trainable_before_stage = None
+        self._term_trackers = _TermTrackers()
         if input_shape is not None:
             self.build((None,) + input_shape)
 
@@ -193,14 +176,19 @@ class GreedyLayerwiseModel(keras.Model):
         return self.auxiliary_heads + [self.head]
 
     @property
+    def stage(self):
+        """The `keras_dib.models.schedules.Stage` being trained, or None."""
+        return self._stage
+
+    @property
     def active_block(self):
-        """Index of the block being trained sequentially, else None."""
-        return self._active_block
+        """Index of the block being trained on its own, else None."""
+        return self._stage.block if self._stage is not None else None
 
     @property
     def schedule(self):
-        """The schedule being fitted (`"sequential"`, ...), else None."""
-        return self._schedule
+        """Name of the schedule being fitted (`"sequential"`...), or None."""
+        return self._schedule.name if self._schedule is not None else None
 
     def truncate(self, num_blocks, name=None):
         """The network up to block `num_blocks`, classified by its head.
@@ -279,64 +267,33 @@ class GreedyLayerwiseModel(keras.Model):
     # === Forward ===
 
     def call(self, inputs, training=None):
-        if self._schedule in (None, "end_to_end"):
+        if self._stage is None or not self._schedule.trains_locally:
             x = inputs
             for block in self.blocks:
                 x = block(x, training=training)
             return self.head(x, training=training)
-        local = []
-        x = inputs
-        if self._prefix_cached:
-            # `fit(cache_prefix=True)`: the frozen blocks' output was
-            # computed once, before this stage.
-            x = inputs["block_inputs"]
-            indices = [self._active_block]
-        elif self._schedule == "sequential":
-            for block in self.blocks[: self._active_block]:
-                x = block(x, training=False)
-            indices = [self._active_block]
-        else:
-            indices = range(self.num_blocks)
-        for index in indices:
-            block_inputs = ops.stop_gradient(x)
-            features = self.blocks[index](block_inputs, training=training)
-            logits = self.training_heads[index](features, training=training)
-            local.append(
-                {
-                    "logits": logits,
-                    "features": features,
-                    "block_inputs": block_inputs,
-                }
-            )
-            x = features
-        return {"logits": local[-1]["logits"], "local": local}
+        return self._schedule.forward(
+            self,
+            inputs,
+            self._stage,
+            training,
+            prefix_cached=self._prefix_cached,
+            stop_head_gradient=self.objective.stop_head_gradient,
+        )
 
     # === Objective ===
 
-    def _objective(self):
-        loss = self.loss
-        if isinstance(loss, keras.losses.Loss):
-            return loss
-        raise ValueError(
-            "GreedyLayerwiseModel trains blocks on logits and needs a loss "
-            "object in `compile()`: a keras_dib.losses.LocalObjective such "
-            "as keras_dib.losses.DIB(alpha=1.01, beta=0.01), or a "
-            "keras.losses.Loss that takes logits (from_logits=True). "
-            f"Received: loss={loss!r}"
-        )
+    @property
+    def objective(self):
+        """The compiled loss as a `keras_dib.losses.LocalObjective`.
 
-    def _regularization_tracker(self):
-        objective = self.loss
-        if (
-            self._schedule in ("sequential", "simultaneous")
-            and isinstance(objective, LocalObjective)
-            and objective.uses_regularization
-        ):
-            name = objective.regularization_name
-            if name not in self.regularization_trackers:
-                name = "regularization"
-            return self.regularization_trackers[name]
-        return None
+        A plain Keras loss on logits is wrapped as a one-term objective.
+
+        Raises:
+            ValueError: for a loss that is not a `keras.losses.Loss`, or one
+                that expects probabilities (`from_logits=False`).
+        """
+        return local_objective.get(self.loss)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -349,41 +306,39 @@ class GreedyLayerwiseModel(keras.Model):
                 sample_weight=sample_weight,
                 training=training,
             )
-        objective = self._objective()
-        tracker = self._regularization_tracker()
+        objective = self.objective
+        weights = objective.term_weights
         if isinstance(x, dict) and "block_inputs" in x:
             x = x["inputs"]
+        values = {name: [] for name in weights}
         total = ops.zeros((), dtype="float32")
-        cross_entropies = []
-        regularizations = []
         for local in y_pred["local"]:
-            # A Keras loss divides its value by the number of replicas under
-            # tf.distribute; the batch-level terms below are scaled alike by
-            # `_aggregate_additional_loss` (a no-op on JAX and torch).
-            cross_entropy = ops.cast(
-                objective(y, local["logits"], sample_weight=sample_weight),
-                "float32",
+            terms = objective.compute_terms(
+                y,
+                local["logits"],
+                features=local["features"],
+                block_inputs=local["block_inputs"],
+                inputs=x,
+                sample_weight=sample_weight,
             )
-            cross_entropies.append(unscale_loss_for_distribution(cross_entropy))
-            total = total + cross_entropy
-            if tracker is not None:
-                value = objective.regularization(
-                    x, local["block_inputs"], local["features"], y
+            if set(terms) != set(weights):
+                raise ValueError(
+                    f"{type(objective).__name__}.compute_terms should return "
+                    f"the terms of `term_weights`, {sorted(weights)}. "
+                    f"Received: {sorted(terms)}"
                 )
-                regularizations.append(value)
-                total = total + ops.cast(
-                    self._aggregate_additional_loss(objective.beta * value),
-                    "float32",
-                )
+            for name, value in terms.items():
+                values[name].append(value)
+                total = total + weights[name] * ops.cast(value, "float32")
+        for tracker in self._term_trackers.active:
+            tracker.update_state(ops.mean(ops.stack(values[tracker.name])))
+        # Keras divides a loss by the number of tf.distribute replicas (a
+        # no-op on JAX and torch); the batch-level terms are scaled alike.
+        total = _compat.scale_loss_for_distribution(total)
         for loss in self.losses:
-            total = total + ops.cast(
-                self._aggregate_additional_loss(loss), "float32"
+            total = total + _compat.scale_loss_for_distribution(
+                ops.cast(ops.sum(loss), "float32")
             )
-        self.cross_entropy_tracker.update_state(
-            ops.mean(ops.stack(cross_entropies))
-        )
-        if tracker is not None:
-            tracker.update_state(ops.mean(ops.stack(regularizations)))
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -393,86 +348,98 @@ class GreedyLayerwiseModel(keras.Model):
 
     @property
     def metrics(self):
-        metrics = super().metrics
-        inactive = [self.cross_entropy_tracker] + list(
-            self.regularization_trackers.values()
-        )
-        if self._schedule in ("sequential", "simultaneous"):
-            inactive.remove(self.cross_entropy_tracker)
-            tracker = self._regularization_tracker()
-            if tracker is not None:
-                inactive.remove(tracker)
-        return [m for m in metrics if not any(m is t for t in inactive)]
+        return super().metrics + list(self._term_trackers.active)
 
-    # === Training schedule ===
+    # === Stages ===
 
-    def _epochs_per_block(self, epochs, schedule):
-        if schedule != "sequential":
-            if isinstance(epochs, bool) or not isinstance(epochs, int):
-                raise ValueError(
-                    f"With schedule={schedule!r}, `epochs` should be an "
-                    f"integer. Received: epochs={epochs!r}"
-                )
-            return [epochs]
-        if isinstance(epochs, (int, np.integer)) and not isinstance(
-            epochs, bool
-        ):
-            epochs = [int(epochs)] * self.num_blocks
-        if (
-            not isinstance(epochs, (list, tuple))
-            or len(epochs) != self.num_blocks
-            or not all(
-                isinstance(e, (int, np.integer))
-                and not isinstance(e, bool)
-                and e >= 0
-                for e in epochs
-            )
-        ):
-            raise ValueError(
-                "`epochs` should be a non-negative integer (epochs per "
-                "block) or a list of one non-negative integer per block "
-                f"({self.num_blocks} blocks). Received: epochs={epochs!r}"
-            )
-        return [int(e) for e in epochs]
-
-    def _set_trainable(self, schedule, block_index):
-        for index, (block, head) in enumerate(
-            zip(self.blocks, self.training_heads)
-        ):
-            if schedule == "sequential":
-                block.trainable = index == block_index
-                head.trainable = index == block_index
-            elif schedule == "simultaneous":
-                block.trainable = True
-                head.trainable = True
-            else:
-                block.trainable = True
-                head.trainable = head is self.head
-
-    def _enter_stage(
+    def enter_stage(
         self,
-        schedule,
-        block_index,
-        compile_config,
-        optimizer,
+        schedule="sequential",
+        block=None,
+        optimizer=None,
         prefix_cached=False,
+        compile_config=None,
     ):
-        self._schedule = schedule
-        self._active_block = block_index
-        self._prefix_cached = prefix_cached
-        self._set_trainable(schedule, block_index)
-        # A fresh optimizer and a re-traced step for the new stage: without
-        # the recompile TensorFlow would silently keep training the old
-        # trainable set, and JAX/torch would raise.
-        config = copy.deepcopy(compile_config)
+        """Puts the model in one stage of a schedule, as `fit` does.
+
+        Sets the stage's trainable flags, then recompiles: a fresh
+        optimizer and a re-traced step (without the recompile TensorFlow
+        would silently keep training the previous trainable set, and JAX
+        and torch would raise). `exit_stage` returns to the inference
+        network. For benchmarks and tests that run one stage's step.
+
+        Args:
+            schedule: a schedule name or a
+                `keras_dib.models.schedules.Schedule`.
+            block: the block trained on its own (sequential schedule), or
+                None for a schedule with a single stage.
+            optimizer: optional optimizer instance for the stage. Defaults
+                to one rebuilt from the compile config.
+            prefix_cached: whether the inputs are
+                `{"inputs": images, "block_inputs": frozen prefix output}`
+                (as with `fit(cache_prefix=True)`).
+            compile_config: the compile config to rebuild from. Defaults to
+                the model's current one.
+
+        Returns:
+            The `keras_dib.models.schedules.Stage` entered.
+
+        Example:
+
+        >>> stage = model.enter_stage("sequential", block=2)
+        >>> model.train_on_batch(x, y)
+        >>> model.exit_stage()
+        """
+        schedule = schedules.get(schedule)
+        stages = schedule.stages(self, 0)
+        matches = [s for s in stages if s.block == block]
+        if len(matches) != 1:
+            raise ValueError(
+                f"`block` should be one of {[s.block for s in stages]} for "
+                f"schedule={schedule.name!r}. Received: block={block!r}"
+            )
+        config = copy.deepcopy(compile_config or self.get_compile_config())
+        if self._trainable_before_stage is None:
+            self._trainable_before_stage = [
+                layer.trainable for layer in self.blocks + self.training_heads
+            ]
+        self._schedule, self._stage = schedule, matches[0]
+        self._prefix_cached = bool(prefix_cached)
+        schedule.set_trainable(self, self._stage)
+        names = list(self.objective.term_weights)
+        self._term_trackers.activate(names if schedule.trains_locally else [])
         with self._strategy_scope():
             if optimizer is not None:
                 config = keras.saving.deserialize_keras_object(config)
-                config["optimizer"] = optimizer(block_index or 0)
+                config["optimizer"] = optimizer
                 self.compile(**config)
                 self.optimizer.build(self.trainable_variables)
             else:
                 self.compile_from_config(config)
+        return self._stage
+
+    def exit_stage(self, compile_config=None):
+        """Back to the inference network after `enter_stage`.
+
+        Restores the trainable flags the layers had before the first
+        `enter_stage`, and recompiles (a fresh optimizer for any later fit,
+        re-traced train, test and predict steps).
+
+        Args:
+            compile_config: the compile config to rebuild from. Defaults to
+                the model's current one.
+        """
+        config = compile_config or self.get_compile_config()
+        self._schedule, self._stage = None, None
+        self._prefix_cached = False
+        self._term_trackers.activate([])
+        if self._trainable_before_stage is not None:
+            layers = self.blocks + self.training_heads
+            for layer, flag in zip(layers, self._trainable_before_stage):
+                layer.trainable = flag
+            self._trainable_before_stage = None
+        with self._strategy_scope():
+            self.compile_from_config(config)
 
     def _strategy_scope(self):
         """The tf.distribute scope the model was built in (TensorFlow).
@@ -504,6 +471,8 @@ class GreedyLayerwiseModel(keras.Model):
             )
         self.build((None,) + tuple(shape[1:]))
 
+    # === Training ===
+
     def fit(
         self,
         x=None,
@@ -533,8 +502,9 @@ class GreedyLayerwiseModel(keras.Model):
                 the other schedules.
             schedule: `"sequential"` (default: greedy, block after block),
                 `"simultaneous"` (all blocks at once, gradient stopped
-                between blocks) or `"end_to_end"` (plain backpropagation
-                through the inference network).
+                between blocks), `"end_to_end"` (plain backpropagation
+                through the inference network), or a
+                `keras_dib.models.schedules.Schedule` instance.
             block_optimizer: optional callable `block_index -> optimizer`
                 giving each block its own optimizer; by default the
                 compiled optimizer is rebuilt from its config per block.
@@ -562,300 +532,121 @@ class GreedyLayerwiseModel(keras.Model):
                 freeze one draw of it).
 
         Callbacks are called once per block for `on_train_begin/end`, as
-        each block is an ordinary Keras `fit`; a callback may also define
-        `on_block_begin(block_index, logs)` and
-        `on_block_end(block_index, logs)`.
+        each block is an ordinary Keras `fit`; a `keras_dib.BlockCallback`
+        (or any callback with these methods) is also called
+        `on_block_begin(block, logs)` and `on_block_end(block, logs)`.
 
         Returns:
             A `keras.callbacks.History` whose `history` concatenates every
             block's epochs, with a `"block"` entry giving each epoch's block
-            index; `history.block_histories` holds one dict per block.
+            index (-1 for a stage of all blocks);
+            `history.block_histories` holds one dict per stage.
         """
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"`schedule` should be one of {SCHEDULES}. "
-                f"Received: schedule={schedule!r}"
-            )
-        if not self.compiled:
-            raise ValueError(
-                "You must call `compile()` before `fit()`, for example "
-                "model.compile(optimizer='adam', "
-                "loss=keras_dib.losses.DIB(), metrics=['accuracy'])."
-            )
-        if schedule != "end_to_end":
-            self._objective()
-        initial_epoch = kwargs.pop("initial_epoch", 0)
-        if initial_epoch:
-            raise ValueError(
-                "`initial_epoch` is not supported by the greedy schedules "
-                "(resume with `checkpoint_dir` instead). Received: "
-                f"initial_epoch={initial_epoch}"
-            )
-        if block_optimizer is not None and not callable(block_optimizer):
-            raise ValueError(
-                "`block_optimizer` should be a callable block_index -> "
-                f"optimizer. Received: block_optimizer={block_optimizer!r}"
-            )
-        if cache_prefix not in (True, False):
-            raise ValueError(
-                "`cache_prefix` should be True or False. Received: "
-                f"cache_prefix={cache_prefix!r}"
-            )
-        if cache_prefix and schedule != "sequential":
-            raise ValueError(
-                "`cache_prefix=True` needs schedule='sequential' (only "
-                "then are earlier blocks frozen). Received: "
-                f"schedule={schedule!r}"
-            )
-        epochs_per_block = self._epochs_per_block(epochs, schedule)
+        schedule = schedules.get(schedule)
+        fitting.check_fit_arguments(
+            self, schedule, block_optimizer, cache_prefix, kwargs
+        )
+        kwargs.pop("initial_epoch", None)
+        stages = schedule.stages(self, epochs)
         if not self.built:
             self._build_from_data(x)
         validate_fit_inputs(
             self, x, y, batch_size, kwargs.get("validation_data")
         )
-        checkpoint = None
-        saved = None
-        if checkpoint_dir is not None:
-            checkpoint = checkpointing.FitCheckpoint(
-                checkpoint_dir,
-                self._fit_fingerprint(schedule, epochs_per_block, batch_size),
-            )
-            saved = checkpoint.load()
-            if saved is not None:
-                checkpointing.restore_variables(
-                    self.variables,
-                    saved["model_values"],
-                    "model",
-                    checkpoint.path,
-                )
-            checkpoint.remove_stale_temporaries()
-            seed = (
-                saved["seed"]
-                if saved is not None
-                else int(np.random.randint(0, 2**31 - 1))
-            )
-        # Arrays (x, y[, sample_weight]) are handled here rather than by
-        # Keras when checkpointing (the data order must be restorable) or
-        # caching the frozen prefix (the inputs change per stage).
-        arrays = None
-        cache = None
-        if checkpoint is not None or cache_prefix:
-            arrays, batch_size, kwargs = caching.as_arrays(
-                x, y, batch_size, kwargs, materialize=cache_prefix
-            )
-        if cache_prefix:
-            cache = caching.PrefixCache(
-                self, arrays, kwargs.get("validation_data"), batch_size, verbose
-            )
-        compile_config = self.get_compile_config()
-        trainable_state = [
-            (layer, layer.trainable)
-            for layer in self.blocks + self.training_heads
-        ]
-        callbacks = list(callbacks or [])
-        stages = (
-            list(range(self.num_blocks)) if schedule == "sequential" else [None]
+        resume = fitting.Resume(
+            self,
+            checkpoint_dir,
+            self._fit_fingerprint(schedule, stages, batch_size),
         )
-        merged = {"block": []}
-        block_histories = []
-        if saved is not None:
-            merged = saved["history"]
-            block_histories = saved["block_histories"]
+        data = fitting.StageData(
+            self, x, y, batch_size, kwargs, resume, cache_prefix, verbose
+        )
+        history = resume.history()
+        settings = {
+            "compile_config": self.get_compile_config(),
+            "block_optimizer": block_optimizer,
+            "verbose": verbose,
+            "callbacks": list(callbacks or []),
+        }
         try:
-            for position, (stage, stage_epochs) in enumerate(
-                zip(stages, epochs_per_block)
-            ):
-                if stage_epochs == 0:
+            for stage in stages:
+                start = resume.stage_start(stage)
+                if stage.epochs == 0 or start is None:
                     continue
-                initial_epoch = 0
-                stage_history = {}
-                if saved is not None and position < saved["position"]:
-                    continue
-                if saved is not None and position == saved["position"]:
-                    stage_history = saved["stage_history"]
-                    initial_epoch = saved["epochs_done"]
-                    if initial_epoch >= stage_epochs:
-                        self._merge_stage_history(
-                            merged, block_histories, stage, stage_history
-                        )
-                        continue
-                use_cache = cache is not None and bool(stage)
-                self._enter_stage(
-                    schedule,
-                    stage,
-                    compile_config,
-                    block_optimizer,
-                    prefix_cached=use_cache,
-                )
-                if initial_epoch:
-                    checkpointing.restore_variables(
-                        self.optimizer.variables,
-                        saved["optimizer_values"],
-                        "optimizer",
-                        checkpoint.path,
+                if start[0] < stage.epochs:
+                    self._fit_stage(
+                        schedule, stage, data, resume, history, start, settings
                     )
-                self._print_stage(
-                    schedule, stage, stage_epochs, verbose, initial_epoch
-                )
-                stage_callbacks = []
-                if checkpoint is not None:
-                    stage_callbacks.append(
-                        checkpointing.CheckpointCallback(
-                            checkpoint,
-                            {
-                                "position": position,
-                                "stage": stage,
-                                "seed": seed,
-                                "history": merged,
-                                "block_histories": block_histories,
-                            },
-                            {k: list(v) for k, v in stage_history.items()},
-                        )
-                    )
-                data, stage_kwargs = self._stage_data(
-                    x,
-                    y,
-                    batch_size,
-                    kwargs,
-                    arrays,
-                    cache if use_cache else None,
-                    stage,
-                    shuffle_seed=(seed, position, initial_epoch)
-                    if checkpoint is not None
-                    else None,
-                )
-                for callback in callbacks:
-                    if hasattr(callback, "on_block_begin"):
-                        callback.on_block_begin(stage)
-                stage_label = (
-                    f"Block {stage + 1}/{self.num_blocks} "
-                    f"({self.blocks[stage].name})"
-                    if stage is not None
-                    else f"{schedule} training"
-                )
-                history = super().fit(
-                    data[0],
-                    data[1],
-                    batch_size=data[2],
-                    epochs=stage_epochs,
-                    verbose=verbose,
-                    callbacks=callbacks
-                    + [NaNGuard(stage_label)]
-                    + stage_callbacks,
-                    initial_epoch=initial_epoch,
-                    **stage_kwargs,
-                )
-                for key, values in history.history.items():
-                    stage_history.setdefault(key, [])
-                    stage_history[key] = stage_history[key] + list(values)
-                self._merge_stage_history(
-                    merged, block_histories, stage, stage_history
-                )
-                for callback in callbacks:
-                    if hasattr(callback, "on_block_end"):
-                        logs = {k: v[-1] for k, v in stage_history.items()}
-                        callback.on_block_end(stage, logs)
+                else:
+                    history.add(stage, start[1])
         finally:
-            self._schedule = None
-            self._active_block = None
-            self._prefix_cached = False
-            for layer, trainable in trainable_state:
-                layer.trainable = trainable
-            # Back to the inference network, with a fresh optimizer for
-            # any later fit and fresh (re-traced) train/test/predict steps.
-            with self._strategy_scope():
-                self.compile_from_config(compile_config)
-        result = keras.callbacks.History()
-        result.set_model(self)
-        result.history = merged
-        result.epoch = list(range(len(merged["block"])))
-        result.block_histories = block_histories
-        result.params = {"epochs": epochs_per_block, "schedule": schedule}
-        self.history = result
-        return result
+            self.exit_stage(settings["compile_config"])
+        params = {
+            "epochs": [stage.epochs for stage in stages],
+            "schedule": schedule.name,
+        }
+        self.history = history.as_keras_history(self, params)
+        return self.history
 
-    @staticmethod
-    def _stage_data(
-        x, y, batch_size, kwargs, arrays, cache, stage, shuffle_seed
+    def _fit_stage(
+        self, schedule, stage, data, resume, history, start, settings
     ):
-        """`(x, y, batch_size)` and fit kwargs for one stage.
-
-        Arrays come from the prefix cache (when given) and, with a
-        checkpoint (`shuffle_seed = (seed, position, initial_epoch)`), are
-        served in a restorable order by `ShuffledArrays`; otherwise the
-        user's data goes to Keras as it is.
-        """
-        stage_kwargs = dict(kwargs)
-        if cache is not None:
-            arrays, validation = cache.stage_data(stage)
-            if validation is not None:
-                stage_kwargs["validation_data"] = validation
-        if arrays is None:
-            return (x, y, batch_size), stage_kwargs
-        if shuffle_seed is not None:
-            seed, position, initial_epoch = shuffle_seed
-            data = checkpointing.ShuffledArrays(
-                arrays,
-                batch_size,
-                seed,
-                position,
-                initial_epoch,
-                shuffle=stage_kwargs.pop("shuffle", True),
-            )
-            stage_kwargs["shuffle"] = False
-            return (data, None, None), stage_kwargs
-        if len(arrays) == 3:
-            stage_kwargs["sample_weight"] = arrays[2]
-        return (arrays[0], arrays[1], batch_size), stage_kwargs
-
-    @staticmethod
-    def _merge_stage_history(merged, block_histories, stage, stage_history):
-        block_histories.append(dict(stage_history))
-        num_epochs = 0
-        for key, values in stage_history.items():
-            merged.setdefault(key, [])
-            merged[key].extend(values)
-            num_epochs = len(values)
-        merged["block"].extend(
-            [stage if stage is not None else -1] * num_epochs
+        """One stage: enter it, run Keras' own `fit`, merge its History."""
+        initial_epoch, stage_history = start
+        make_optimizer = settings["block_optimizer"]
+        self.enter_stage(
+            schedule,
+            stage.block,
+            optimizer=make_optimizer(stage.block or 0)
+            if make_optimizer
+            else None,
+            prefix_cached=data.uses_cache(stage),
+            compile_config=settings["compile_config"],
         )
+        if initial_epoch:
+            resume.restore_optimizer(self)
+        self._print_stage(stage, settings["verbose"], initial_epoch)
+        (x, y, batch_size), stage_kwargs = data.for_stage(stage, initial_epoch)
+        callbacks = settings["callbacks"]
+        fitting.call_block_hook(callbacks, "on_block_begin", stage.block, {})
+        keras_history = super().fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=stage.epochs,
+            verbose=settings["verbose"],
+            callbacks=callbacks
+            + [NaNGuard(stage.label)]
+            + resume.callbacks(stage, history, stage_history),
+            initial_epoch=initial_epoch,
+            **stage_kwargs,
+        )
+        stage_history = dict(stage_history)
+        for key, values in keras_history.history.items():
+            stage_history[key] = list(stage_history.get(key, [])) + values
+        history.add(stage, stage_history)
+        logs = {key: values[-1] for key, values in stage_history.items()}
+        fitting.call_block_hook(callbacks, "on_block_end", stage.block, logs)
 
-    def _fit_fingerprint(self, schedule, epochs_per_block, batch_size):
+    def _fit_fingerprint(self, schedule, stages, batch_size):
         return {
-            "schedule": schedule,
-            "epochs": epochs_per_block,
+            "schedule": schedule.name,
+            "epochs": [stage.epochs for stage in stages],
             "batch_size": batch_size,
             "model_variable_shapes": [list(v.shape) for v in self.variables],
         }
 
-    def _print_stage(
-        self, schedule, stage, stage_epochs, verbose, initial_epoch=0
-    ):
+    def _print_stage(self, stage, verbose, initial_epoch=0):
         if verbose == 0:
             return
         if initial_epoch:
             print(
                 f"Resuming from the checkpoint: {initial_epoch} of "
-                f"{stage_epochs} epochs of this stage done.",
+                f"{stage.epochs} epochs of this stage done.",
                 flush=True,
             )
         count = sum(int(np.prod(v.shape)) for v in self.trainable_variables)
-        if schedule == "sequential":
-            frozen = {0: "", 1: "; block 1 frozen"}.get(
-                stage, f"; blocks 1-{stage} frozen"
-            )
-            label = (
-                f"Block {stage + 1}/{self.num_blocks} "
-                f"({self.blocks[stage].name}): training {count:,} "
-                f"parameters for {stage_epochs} epochs{frozen}"
-            )
-        else:
-            label = (
-                f"{schedule.replace('_', ' ').capitalize()} training of "
-                f"{self.num_blocks} blocks: {count:,} parameters, "
-                f"{stage_epochs} epochs"
-            )
-        print(label, flush=True)
+        print(self._schedule.describe(self, stage, count), flush=True)
 
     # === Config ===
 

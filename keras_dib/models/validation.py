@@ -163,3 +163,50 @@ class NaNGuard(keras.callbacks.Callback):
             + "Lower the learning rate, check the inputs for NaN/Inf, or "
             "use a larger kernel width (`sigma`)."
         )
+
+
+def check_model_arguments(blocks, head, auxiliary_heads, num_classes):
+    """Raises a clear ValueError for bad `GreedyLayerwiseModel` arguments."""
+    if not isinstance(blocks, (list, tuple)) or not blocks:
+        raise ValueError(
+            "`blocks` should be a non-empty list of Keras layers. "
+            f"Received: blocks={blocks!r}"
+        )
+    for index, block in enumerate(blocks):
+        if not isinstance(block, keras.layers.Layer):
+            raise ValueError(
+                "Every block should be a Keras layer or model. Received: "
+                f"blocks[{index}]={block!r}"
+            )
+    if not isinstance(head, keras.layers.Layer):
+        raise ValueError(
+            f"`head` should be a Keras layer. Received: head={head!r}"
+        )
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or num_classes < 2
+    ):
+        raise ValueError(
+            "`num_classes` should be an integer >= 2. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    if auxiliary_heads is None:
+        if num_classes is None:
+            raise ValueError(
+                "Pass `num_classes` (to create the default auxiliary "
+                "heads) or `auxiliary_heads` (a list of "
+                f"{len(blocks) - 1} layers). Received neither."
+            )
+        return
+    if (
+        not isinstance(auxiliary_heads, (list, tuple))
+        or len(auxiliary_heads) != len(blocks) - 1
+        or not all(isinstance(h, keras.layers.Layer) for h in auxiliary_heads)
+    ):
+        raise ValueError(
+            "`auxiliary_heads` should be a list of one Keras layer per "
+            f"block but the last ({len(blocks) - 1} layers for "
+            f"{len(blocks)} blocks). Received: "
+            f"auxiliary_heads={auxiliary_heads!r}"
+        )

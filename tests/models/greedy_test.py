@@ -352,9 +352,7 @@ class GreedyFitTest(TestCase):
         model = _model()
         _compile(model)
         x, y = _data(16)
-        model._enter_stage(
-            "simultaneous", None, model.get_compile_config(), None
-        )
+        model.enter_stage("simultaneous")
         self.assertEqual(model.schedule, "simultaneous")
         wrt = model.trainable_variables
         owners = {}
@@ -398,7 +396,7 @@ class GreedyFitTest(TestCase):
         model = _model()
         _compile(model)
         x, y = _data(16)
-        model._enter_stage("end_to_end", None, model.get_compile_config(), None)
+        model.enter_stage("end_to_end")
 
         def loss(y_pred, trainable_values, non_trainable_values):
             return model.loss(keras.ops.convert_to_tensor(y), y_pred)
@@ -423,9 +421,7 @@ class GreedyFitTest(TestCase):
         self.assertEqual(len(wrt), len(model.trainable_variables))
         # The last block: two frozen blocks before it, the real head.
         for active in (model.num_blocks - 1,):
-            model._enter_stage(
-                "sequential", active, model.get_compile_config(), None
-            )
+            model.enter_stage("sequential", active)
             self.assertEqual(model.active_block, active)
             self.assertEqual(
                 sorted(id(v) for v in model.trainable_variables),
