@@ -15,12 +15,14 @@ def check_builder_arguments(
         num_classes: number of classes, an integer >= 2.
         input_shape: `(height, width, channels)`.
 
+    `granularity="layer"` is accepted as the older name of `"block"`.
+
     Returns:
         `input_shape` as a tuple.
 
     Example:
 
-    >>> check_builder_arguments(11, (11, 13), "layer", ("layer",), 16, 10,
+    >>> check_builder_arguments(11, (11, 13), "block", ("block",), 16, 10,
     ...                         [32, 32, 3])
     (32, 32, 3)
     """
@@ -29,7 +31,7 @@ def check_builder_arguments(
             f"`depth` should be one of {sorted(depths)}. "
             f"Received: depth={depth!r}"
         )
-    if granularity not in granularities:
+    if granularity not in granularities + ("layer",):
         raise ValueError(
             f"`granularity` should be one of {granularities}. "
             f"Received: granularity={granularity!r}"

@@ -28,8 +28,9 @@ class AuxiliaryHead(keras.layers.Layer):
             the grid are not pooled. Defaults to 2.
         pooling: `"average"` (default), `"max"`, or `"global_average"`
             (ignores `grid_size`).
-        conv_filters: optional int, filters of a 3x3 convolution + batch
-            normalization + ReLU applied before the pooling. Defaults to
+        conv_filters: optional int, or list of 1 to 3 ints: the filters of
+            one or several 3x3 convolutions, each followed by batch
+            normalization and ReLU, applied before the pooling. Defaults to
             None (no convolution).
         hidden_units: optional int, units of a hidden ReLU Dense layer
             before the classifier. Defaults to None.
@@ -75,7 +76,7 @@ class AuxiliaryHead(keras.layers.Layer):
                 f"Received: pooling={pooling!r}"
             )
         if conv_filters is not None:
-            _check_positive_int("conv_filters", conv_filters)
+            _check_conv_filters(conv_filters)
         if hidden_units is not None:
             _check_positive_int("hidden_units", hidden_units)
         if (
@@ -109,20 +110,25 @@ class AuxiliaryHead(keras.layers.Layer):
         input_shape = tuple(input_shape)
         layers = []
         if len(input_shape) == 4:
-            if self.conv_filters is not None:
+            for index, filters in enumerate(self._conv_filter_list()):
+                # The first convolution keeps the names of the one-layer
+                # head, so weights saved before deeper heads existed load.
+                suffix = "" if index == 0 else f"_{index + 1}"
                 layers += [
                     keras.layers.Conv2D(
-                        self.conv_filters,
+                        filters,
                         3,
                         padding="same",
                         use_bias=False,
                         dtype=self.dtype_policy,
-                        name="conv",
+                        name=f"conv{suffix}",
                     ),
                     keras.layers.BatchNormalization(
-                        dtype=self.dtype_policy, name="batch_norm"
+                        dtype=self.dtype_policy, name=f"batch_norm{suffix}"
                     ),
-                    keras.layers.ReLU(dtype=self.dtype_policy, name="relu"),
+                    keras.layers.ReLU(
+                        dtype=self.dtype_policy, name=f"relu{suffix}"
+                    ),
                 ]
             height, width = input_shape[1], input_shape[2]
             if self.pooling == "global_average":
@@ -186,6 +192,13 @@ class AuxiliaryHead(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
         self.head_layers = layers
 
+    def _conv_filter_list(self):
+        if self.conv_filters is None:
+            return []
+        if isinstance(self.conv_filters, int):
+            return [self.conv_filters]
+        return list(self.conv_filters)
+
     def call(self, inputs, training=None):
         x = inputs
         for layer in self.head_layers:
@@ -202,7 +215,9 @@ class AuxiliaryHead(keras.layers.Layer):
                 "num_classes": self.num_classes,
                 "grid_size": self.grid_size,
                 "pooling": self.pooling,
-                "conv_filters": self.conv_filters,
+                "conv_filters": self.conv_filters
+                if not isinstance(self.conv_filters, tuple)
+                else list(self.conv_filters),
                 "hidden_units": self.hidden_units,
                 "dropout": self.dropout,
                 "seed": self.seed,
@@ -216,3 +231,19 @@ def _check_positive_int(name, value):
         raise ValueError(
             f"`{name}` should be a positive integer. Received: {name}={value!r}"
         )
+
+
+def _check_conv_filters(conv_filters):
+    if isinstance(conv_filters, (list, tuple)):
+        if 1 <= len(conv_filters) <= 3 and all(
+            isinstance(f, int) and not isinstance(f, bool) and f >= 1
+            for f in conv_filters
+        ):
+            return
+    elif isinstance(conv_filters, int) and not isinstance(conv_filters, bool):
+        if conv_filters >= 1:
+            return
+    raise ValueError(
+        "`conv_filters` should be a positive integer or a list of 1 to 3 "
+        f"positive integers. Received: conv_filters={conv_filters!r}"
+    )

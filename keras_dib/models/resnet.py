@@ -136,10 +136,11 @@ def build_resnet(
     input_shape=(32, 32, 3),
     width=64,
     granularity="block",
-    head_grid_size=2,
-    head_conv_filters=None,
+    head_grid_size=4,
+    head_conv_filters=32,
     head_hidden_units=None,
     head_pooling="average",
+    final_head="classifier",
     name=None,
 ):
     """Builds a CIFAR-style ResNet-18 or ResNet-34 as a `GreedyLayerwiseModel`.
@@ -168,16 +169,25 @@ def build_resnet(
         input_shape: shape of one image. Defaults to `(32, 32, 3)`.
         width: channels of the stem and of stage 1; every layer scales with
             it (`channels * width // 64`). Defaults to 64.
-        granularity: `"block"` (one greedy block per residual block) or
-            `"stage"` (one per stage). Defaults to `"block"`.
+        granularity: `"block"` (one greedy block per residual block;
+            `"layer"` is accepted too) or `"stage"` (one per stage).
+            Defaults to `"block"`.
         head_grid_size: grid side of the auxiliary heads' pooling.
-            Defaults to 2.
-        head_conv_filters: optional filters of a 3x3 convolution in each
-            auxiliary head. Defaults to None.
+            Defaults to 4.
+        head_conv_filters: the auxiliary heads' 3x3 convolutions (each with
+            batch normalization and ReLU) before the pooling: None, the
+            filters of one (an int), of 1 to 3 (a list), or `"auglocal"`:
+            each head a thinned copy of the blocks that follow it, deeper
+            for early blocks (`keras_dib.models.builder_assembly
+            .auglocal_filters`). Defaults to 32.
         head_hidden_units: optional units of a hidden Dense layer in each
             auxiliary head. Defaults to None.
         head_pooling: `"average"`, `"max"` or `"global_average"`, for the
             auxiliary heads. Defaults to `"average"`.
+        final_head: `"classifier"` (the network's own classifier) or
+            `"auxiliary"` (a head built like the auxiliary heads, through
+            which the last block is trained and which classifies at
+            inference). Defaults to `"classifier"`.
         name: optional model name. Defaults to `"resnet{depth}"`.
 
     Returns:
@@ -237,7 +247,7 @@ def build_resnet(
                 for block_index in range(num_residual_blocks)
             ]
         )
-    if granularity == "block":
+    if granularity != "stage":
         groups = [
             (residual_block.name, [residual_block])
             for stage in stages
@@ -257,14 +267,19 @@ def build_resnet(
             blocks.append(layers[0])
         else:
             blocks.append(keras.Sequential(layers, name=f"block_{group_name}"))
+    block_channels = [layers[-1].filters for _, layers in groups]
     return assemble_greedy_model(
         blocks,
+        block_channels,
         num_classes=num_classes,
         input_shape=input_shape,
         name=name or f"resnet{depth}",
-        final_head=dict(pooling="global_average"),
-        head_grid_size=head_grid_size,
-        head_pooling=head_pooling,
-        head_conv_filters=head_conv_filters,
-        head_hidden_units=head_hidden_units,
+        classifier=dict(pooling="global_average"),
+        head_options=dict(
+            final_head=final_head,
+            grid_size=head_grid_size,
+            pooling=head_pooling,
+            conv_filters=head_conv_filters,
+            hidden_units=head_hidden_units,
+        ),
     )

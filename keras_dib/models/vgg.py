@@ -25,7 +25,7 @@ VGG_STAGES = {
         [512, 512, 512, 512],
     ],
 }
-GRANULARITIES = ("layer", "stage")
+GRANULARITIES = ("block", "stage")
 
 
 def _conv_layers(filters, batch_norm, prefix):
@@ -51,11 +51,12 @@ def build_vgg(
     input_shape=(32, 32, 3),
     width=64,
     batch_norm=True,
-    granularity="layer",
-    head_grid_size=2,
-    head_conv_filters=None,
+    granularity="block",
+    head_grid_size=4,
+    head_conv_filters=32,
     head_hidden_units=None,
     head_pooling="average",
+    final_head="classifier",
     name=None,
 ):
     """Builds a VGG network as a `GreedyLayerwiseModel`.
@@ -75,17 +76,25 @@ def build_vgg(
             Defaults to 64.
         batch_norm: whether to add batch normalization after each
             convolution. Defaults to True.
-        granularity: `"layer"` (one block per convolution, pooling at the
-            end of a stage's last block) or `"stage"` (one block per VGG
-            stage). Defaults to `"layer"`.
+        granularity: `"block"` (one block per convolution, pooling at the
+            end of a stage's last block; `"layer"` is accepted too) or
+            `"stage"` (one block per VGG stage). Defaults to `"block"`.
         head_grid_size: grid side of the auxiliary heads' pooling.
-            Defaults to 2.
-        head_conv_filters: optional filters of a 3x3 convolution in each
-            auxiliary head. Defaults to None.
+            Defaults to 4.
+        head_conv_filters: the auxiliary heads' 3x3 convolutions (each with
+            batch normalization and ReLU) before the pooling: None, the
+            filters of one (an int), of 1 to 3 (a list), or `"auglocal"`:
+            each head a thinned copy of the blocks that follow it, deeper
+            for early blocks (`keras_dib.models.builder_assembly
+            .auglocal_filters`). Defaults to 32.
         head_hidden_units: optional units of a hidden Dense layer in each
             auxiliary head. Defaults to None.
-        head_pooling: `"average"`, `"max"` or `"global_average"`.
-            Defaults to `"average"`.
+        head_pooling: `"average"`, `"max"` or `"global_average"`, for the
+            auxiliary heads. Defaults to `"average"`.
+        final_head: `"classifier"` (the network's own classifier) or
+            `"auxiliary"` (a head built like the auxiliary heads, through
+            which the last block is trained and which classifies at
+            inference). Defaults to `"classifier"`.
         name: optional model name. Defaults to `"vgg{depth}"`.
 
     Returns:
@@ -118,6 +127,7 @@ def build_vgg(
             f"and width of at least 32. Received: input_shape={input_shape}"
         )
     blocks = []
+    block_channels = []
     for stage_index, stage in enumerate(VGG_STAGES[depth]):
         stage_layers = []
         for conv_index, filters in enumerate(stage):
@@ -130,11 +140,13 @@ def build_vgg(
                         2, name=f"stage{stage_index + 1}_pool"
                     )
                 )
-            if granularity == "layer":
+            if granularity != "stage":
                 blocks.append(keras.Sequential(layers, name=f"block_{prefix}"))
+                block_channels.append(channels)
             else:
                 stage_layers.extend(layers)
         if granularity == "stage":
+            block_channels.append(channels)
             blocks.append(
                 keras.Sequential(
                     stage_layers, name=f"block_stage{stage_index + 1}"
@@ -142,12 +154,16 @@ def build_vgg(
             )
     return assemble_greedy_model(
         blocks,
+        block_channels,
         num_classes=num_classes,
         input_shape=input_shape,
         name=name or f"vgg{depth}",
-        final_head=dict(grid_size=1),
-        head_grid_size=head_grid_size,
-        head_pooling=head_pooling,
-        head_conv_filters=head_conv_filters,
-        head_hidden_units=head_hidden_units,
+        classifier=dict(grid_size=1),
+        head_options=dict(
+            final_head=final_head,
+            grid_size=head_grid_size,
+            pooling=head_pooling,
+            conv_filters=head_conv_filters,
+            hidden_units=head_hidden_units,
+        ),
     )

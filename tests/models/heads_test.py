@@ -98,3 +98,19 @@ class AuxiliaryHeadTest(TestCase):
         model = keras.Model(inputs, outputs)
         x = np.random.default_rng(1).normal(size=(3, 8, 8, 3))
         self.run_model_saving_test(model, x, atol=1e-5)
+
+
+class DeepHeadTest(TestCase):
+    def test_conv_filter_list(self):
+        head = AuxiliaryHead(5, conv_filters=[4, 6, 8], grid_size=2)
+        x = np.zeros((2, 8, 8, 3), dtype="float32")
+        self.assertEqual(tuple(head(x).shape), (2, 5))
+        convs = [layer for layer in head.head_layers if "conv" in layer.name]
+        self.assertEqual([c.filters for c in convs], [4, 6, 8])
+        self.assertEqual([c.name for c in convs], ["conv", "conv_2", "conv_3"])
+        self.run_serialization_test(head)
+
+    def test_bad_conv_filter_lists(self):
+        for value in ([], [1, 2, 3, 4], [0], [2.5], "32", True):
+            with self.assertRaisesRegex(ValueError, "conv_filters"):
+                AuxiliaryHead(3, conv_filters=value)

@@ -190,7 +190,7 @@ class BuildResNetTest(TestCase):
         with pytest.raises(ValueError, match="`depth` should be one of"):
             build_resnet(True)
         with pytest.raises(ValueError, match="`granularity` should be one"):
-            build_resnet(18, granularity="layer")
+            build_resnet(18, granularity="layers")
         with pytest.raises(ValueError, match="`width` should be a positive"):
             build_resnet(18, width=0)
         with pytest.raises(ValueError, match="`num_classes` should be"):

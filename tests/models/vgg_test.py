@@ -93,3 +93,37 @@ class BuildVGGTest(TestCase):
         ):
             with self.assertRaisesRegex(ValueError, name, msg=str(kwargs)):
                 build_vgg(**kwargs)
+
+    def test_granularity_names(self):
+        block = build_vgg(11, width=1, granularity="block")
+        layer = build_vgg(11, width=1, granularity="layer")
+        self.assertEqual(
+            [b.name for b in block.blocks], [b.name for b in layer.blocks]
+        )
+
+    def test_final_head(self):
+        model = build_vgg(11, width=4, head_conv_filters=[3, 5])
+        self.assertEqual(model.head.conv_filters, None)
+        self.assertEqual(model.head.grid_size, 1)
+        model = build_vgg(
+            11, width=4, head_conv_filters=[3, 5], final_head="auxiliary"
+        )
+        self.assertEqual(model.head.name, "head")
+        self.assertEqual(model.head.conv_filters, [3, 5])
+        self.assertEqual(model.head.grid_size, 4)
+        x = np.zeros((2, 32, 32, 3), dtype="float32")
+        self.assertEqual(tuple(model(x).shape), (2, 10))
+        with self.assertRaisesRegex(ValueError, "Received: final_head='aux'"):
+            build_vgg(11, width=4, final_head="aux")
+
+    def test_auglocal_heads(self):
+        # VGG-11 at width 64: block outputs 64-128-256-256-512-512-512-512.
+        model = build_vgg(11, width=64, head_conv_filters="auglocal")
+        filters = [head.conv_filters for head in model.auxiliary_heads]
+        # Depth falls from 3 to 1 toward the output; widths are half those
+        # of the blocks that follow, sampled from the first to the last.
+        self.assertEqual(filters[0], [64, 256, 256])
+        self.assertEqual([len(f) for f in filters], [3, 3, 3, 2, 2, 1, 1])
+        self.assertEqual(filters[-1], [256])
+        with self.assertRaisesRegex(ValueError, "head_conv_filters='aug'"):
+            build_vgg(11, width=4, head_conv_filters="aug")
