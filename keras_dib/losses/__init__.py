@@ -3,5 +3,15 @@
 from keras_dib.losses.dib import DIB
 from keras_dib.losses.dib import LocalObjective
 from keras_dib.losses.hsic import HSICBottleneck
+from keras_dib.losses.relevance import InformationBottleneck
+from keras_dib.losses.relevance import RelevanceDIB
+from keras_dib.losses.relevance import SimilarityMatching
 
-__all__ = ["DIB", "HSICBottleneck", "LocalObjective"]
+__all__ = [
+    "DIB",
+    "HSICBottleneck",
+    "InformationBottleneck",
+    "LocalObjective",
+    "RelevanceDIB",
+    "SimilarityMatching",
+]
