@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dib.testing import shared_data_dir
+from keras_dib.testing.test_case import shared_data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--width=4", "--blocks=1", "--steps=2"]

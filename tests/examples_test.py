@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dib.testing import shared_data_dir
+from keras_dib.testing.test_case import shared_data_dir
 from tests.datasets import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

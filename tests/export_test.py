@@ -6,7 +6,7 @@ import pytest
 
 import keras_dib
 from keras_dib.testing import TestCase
-from keras_dib.testing import shared_data_dir
+from keras_dib.testing.test_case import shared_data_dir
 
 
 def real_images(count=64):

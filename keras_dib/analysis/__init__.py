@@ -17,9 +17,7 @@ from keras_dib.analysis.gradients import plot_gradient_norms
 from keras_dib.analysis.information import hsic_plane
 from keras_dib.analysis.information import information_plane
 from keras_dib.analysis.information import information_summary
-from keras_dib.analysis.information import layer_representations
 from keras_dib.analysis.information import mutual_information_matrix
-from keras_dib.analysis.information import sample_arrays
 from keras_dib.analysis.plots import plot_information_curves
 from keras_dib.analysis.plots import plot_information_plane
 from keras_dib.analysis.plots import plot_mutual_information_matrix
@@ -33,12 +31,10 @@ __all__ = [
     "information_plane",
     "information_summary",
     "load_gradient_statistics",
-    "layer_representations",
     "load_records",
     "mutual_information_matrix",
     "plot_gradient_norms",
     "plot_information_curves",
     "plot_information_plane",
     "plot_mutual_information_matrix",
-    "sample_arrays",
 ]

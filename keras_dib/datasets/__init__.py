@@ -7,7 +7,6 @@ datasets when TensorFlow is installed, else an equivalent
 TensorFlow is imported only when a `tf.data` pipeline is built.
 """
 
-from keras_dib.datasets.cifar import CIFAR10_CLASS_NAMES
 from keras_dib.datasets.cifar import cifar10
 from keras_dib.datasets.cifar import cifar100
 from keras_dib.datasets.cifar import load_cifar10
@@ -18,7 +17,6 @@ from keras_dib.datasets.gtsrb_data import load_gtsrb
 from keras_dib.datasets.pipeline import make_pipeline
 
 __all__ = [
-    "CIFAR10_CLASS_NAMES",
     "cifar10",
     "cifar100",
     "gtsrb",

@@ -1,6 +1,7 @@
 """The pieces `GreedyLayerwiseModel.fit` composes, one concern each.
 
 - `check_fit_arguments`: the arguments `keras.Model.fit` does not know.
+- `fit_fingerprint`: what a checkpoint must match to be resumed.
 - `Resume`: the fit's checkpoint: what is already done, what to restore,
   and the callback that writes the next checkpoint.
 - `StageData`: the data one stage trains on (user data as it is, arrays in
@@ -9,11 +10,17 @@
 - `BlockCallback`: the base class of callbacks with block hooks.
 """
 
+import hashlib
+
 import keras
 import numpy as np
 
 from keras_dib.models import caching
 from keras_dib.models import checkpointing
+from keras_dib.models import validation
+
+# Elements of an array read for its content hash (a strided sample).
+_HASH_SAMPLE = 2**20
 
 
 def check_fit_arguments(model, schedule, block_optimizer, cache_prefix, kwargs):
@@ -58,6 +65,10 @@ class BlockCallback(keras.callbacks.Callback):
     mark the blocks themselves. For the `"simultaneous"` and `"end_to_end"`
     schedules (one stage for all blocks) `block` is None. Any callback
     defining methods of these names is called too.
+
+    Args:
+        None: subclass it and override the hooks (the constructor takes
+            no arguments).
 
     Example:
 
@@ -120,25 +131,106 @@ class FitHistory:
         return history
 
 
+def _content_hash(array):
+    """A cheap hash of an array: shape, dtype and a strided sample."""
+    array = np.asarray(array)
+    flat = np.ascontiguousarray(array).reshape(-1)
+    sample = flat[:: max(1, flat.size // _HASH_SAMPLE)]
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(x, y, sample_weight=None):
+    """What identifies the training data, cheaply.
+
+    Arrays: the number of samples and a content hash of the images (a
+    strided sample of about a million values), the labels and the sample
+    weights. A `tf.data.Dataset`: its cardinality and element spec. A
+    `keras.utils.PyDataset`: its number of batches and the shapes of its
+    first batch. Anything else: its type.
+    """
+    if isinstance(x, np.ndarray) or keras.ops.is_tensor(x):
+        x, y = np.asarray(x), np.asarray(y)
+        record = {
+            "num_samples": len(x),
+            "images": _content_hash(x),
+            "labels": _content_hash(y),
+        }
+        if sample_weight is not None:
+            record["sample_weight"] = _content_hash(sample_weight)
+        return record
+    if hasattr(x, "element_spec"):
+        return {
+            "cardinality": int(x.cardinality()),
+            "element_spec": str(x.element_spec),
+        }
+    if isinstance(x, keras.utils.PyDataset):
+        first = keras.tree.flatten(x[0])
+        return {
+            "num_batches": len(x),
+            "first_batch_shapes": [list(np.shape(a)) for a in first],
+        }
+    return {"type": type(x).__name__}
+
+
+def _config(value):
+    if hasattr(value, "get_config"):
+        return keras.saving.serialize_keras_object(value)
+    return value
+
+
+def fit_fingerprint(model, schedule, stages, batch_size, x, y, kwargs):
+    """The fit's identity, stored in its checkpoint (see `Resume`).
+
+    The structure (schedule, epochs per stage, batch size, the model's
+    variable shapes) and the run: the training data (`data_fingerprint`),
+    the compiled objective's and optimizer's configs.
+    """
+    config = model.get_compile_config()
+    return {
+        "schedule": schedule.name,
+        "epochs": [stage.epochs for stage in stages],
+        "batch_size": batch_size,
+        "model_variable_shapes": [list(v.shape) for v in model.variables],
+        "data": data_fingerprint(x, y, kwargs.get("sample_weight")),
+        "objective": _config(config.get("loss")),
+        "optimizer": _config(config.get("optimizer")),
+    }
+
+
 class Resume:
     """The fit's checkpoint: load and restore on entry, save every epoch.
 
-    Inert (nothing saved or restored) when `directory` is None.
+    Inert (nothing saved or restored) when `directory` is None. Otherwise
+    the folder is created and probed for writing, and the checkpoint read
+    and checked whole, before any variable is assigned.
 
     Args:
         model: the `GreedyLayerwiseModel`.
         directory: the `checkpoint_dir` argument of `fit`, or None.
-        fingerprint: dict describing the fit; a checkpoint with another
-            fingerprint is refused.
+        fingerprint: dict describing the fit (`fit_fingerprint`); a
+            checkpoint with another fingerprint is refused. Unused (may be
+            None) when `directory` is None.
+        resume: `"strict"` or `"allow_changes"` (the `resume` argument of
+            `fit`; see `checkpointing.FitCheckpoint`).
     """
 
-    def __init__(self, model, directory, fingerprint):
+    def __init__(self, model, directory, fingerprint, resume="strict"):
         self.checkpoint = None
         self.saved = None
         self.seed = None
+        if resume not in checkpointing.RESUME_MODES:
+            raise ValueError(
+                f"`resume` should be one of {checkpointing.RESUME_MODES}. "
+                f"Received: resume={resume!r}"
+            )
         if directory is None:
             return
-        self.checkpoint = checkpointing.FitCheckpoint(directory, fingerprint)
+        self.checkpoint = checkpointing.FitCheckpoint(
+            directory, fingerprint, resume
+        )
+        self.checkpoint.prepare()
         self.saved = self.checkpoint.load()
         if self.saved is not None:
             checkpointing.restore_variables(
@@ -210,12 +302,29 @@ class StageData:
 
     Arrays (`x`, `y`[, `sample_weight`]) are handled here rather than by
     Keras when checkpointing (the data order must be restorable:
-    `ShuffledArrays`) or caching the frozen prefix (the inputs change per
-    stage: `PrefixCache`); anything else goes to Keras as it is.
+    `ShuffledArrays`), caching the frozen prefix (the inputs change per
+    stage: `PrefixCache`) or dropping a final partial batch smaller than
+    `floor` (`ShuffledArrays(drop_remainder=True)`); anything else goes to
+    Keras as it is.
+
+    Args:
+        model, x, y, batch_size, kwargs, verbose: as given to `fit`.
+        resume: the fit's `Resume`.
+        cache_prefix: the `cache_prefix` argument of `fit`.
+        floor: the smallest batch trained (`validation.min_batch_size`).
     """
 
     def __init__(
-        self, model, x, y, batch_size, kwargs, resume, cache_prefix, verbose
+        self,
+        model,
+        x,
+        y,
+        batch_size,
+        kwargs,
+        resume,
+        cache_prefix,
+        verbose,
+        floor=1,
     ):
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -223,10 +332,20 @@ class StageData:
         self.resume = resume
         self.arrays = None
         self.cache = None
-        if resume.enabled or cache_prefix:
-            self.arrays, self.batch_size, self.kwargs = caching.as_arrays(
+        self.drop_remainder = False
+        self.seed = resume.seed
+        if resume.enabled or cache_prefix or validation.is_array(x):
+            arrays, size, arrays_kwargs = caching.as_arrays(
                 x, y, batch_size, kwargs, materialize=cache_prefix
             )
+            if arrays is not None:
+                remainder = len(arrays[1]) % size
+                self.drop_remainder = 0 < remainder < floor
+            if resume.enabled or cache_prefix or self.drop_remainder:
+                self.arrays, self.batch_size = arrays, size
+                self.kwargs = arrays_kwargs
+        if self.drop_remainder and self.seed is None:
+            self.seed = int(np.random.randint(0, 2**31 - 1))
         if cache_prefix:
             self.cache = caching.PrefixCache(
                 model,
@@ -250,14 +369,15 @@ class StageData:
                 stage_kwargs["validation_data"] = validation
         if arrays is None:
             return (self.x, self.y, self.batch_size), stage_kwargs
-        if self.resume.enabled:
+        if self.resume.enabled or self.drop_remainder:
             data = checkpointing.ShuffledArrays(
                 arrays,
                 self.batch_size,
-                self.resume.seed,
+                self.seed,
                 stage.position,
                 initial_epoch,
                 shuffle=stage_kwargs.pop("shuffle", True),
+                drop_remainder=self.drop_remainder,
             )
             stage_kwargs["shuffle"] = False
             return (data, None, None), stage_kwargs

@@ -144,7 +144,7 @@ class LayerRepresentationsTest(TestCase):
     def test_sequential_layers_match_manual_forward(self):
         model = dense_chain()
         x, _ = vectors(16)
-        features = analysis.layer_representations(model, x, batch_size=8)
+        features = information.layer_representations(model, x, batch_size=8)
         self.assertEqual(
             list(features),
             ["dense_12", "dense_6", "dense_3", "dense_2", "dense_1"],
@@ -162,7 +162,7 @@ class LayerRepresentationsTest(TestCase):
         outputs = keras.layers.Dense(2, name="out")(hidden)
         model = keras.Model(inputs, outputs)
         x, _ = vectors(8)
-        features = analysis.layer_representations(
+        features = information.layer_representations(
             model, x, layer_names=["out", "hidden"]
         )
         self.assertEqual(list(features), ["hidden", "out"])
@@ -173,7 +173,7 @@ class LayerRepresentationsTest(TestCase):
     def test_greedy_blocks_in_inference_mode(self):
         model = tiny_greedy_model()
         x, _ = images(8)
-        features = analysis.layer_representations(model, x)
+        features = information.layer_representations(model, x)
         self.assertEqual(list(features), ["block_a", "block_b", "block_c"])
         expected = x
         for block in model.blocks:
@@ -186,7 +186,7 @@ class LayerRepresentationsTest(TestCase):
     def test_greedy_head_on_request(self):
         model = tiny_greedy_model()
         x, _ = images(8)
-        features = analysis.layer_representations(
+        features = information.layer_representations(
             model, x, layer_names=["head"]
         )
         self.assertAllClose(
@@ -196,11 +196,11 @@ class LayerRepresentationsTest(TestCase):
     def test_bad_layer_names(self):
         model, x = dense_chain(), vectors(4)[0]
         with pytest.raises(ValueError, match="Unknown layer 'nope'"):
-            analysis.layer_representations(model, x, layer_names=["nope"])
+            information.layer_representations(model, x, layer_names=["nope"])
         with pytest.raises(ValueError, match="list of layer names"):
-            analysis.layer_representations(model, x, layer_names="dense_6")
+            information.layer_representations(model, x, layer_names="dense_6")
         with pytest.raises(ValueError, match="should not be empty"):
-            analysis.layer_representations(model, x, layer_names=[])
+            information.layer_representations(model, x, layer_names=[])
 
     def test_subclassed_model(self):
         class Subclassed(keras.Model):
@@ -214,7 +214,7 @@ class LayerRepresentationsTest(TestCase):
         model = Subclassed()
         model(np.zeros((1, 3)))
         with pytest.raises(ValueError, match="Subclassed models"):
-            analysis.layer_representations(model, np.zeros((4, 3)))
+            information.layer_representations(model, np.zeros((4, 3)))
 
     def test_multi_input_model(self):
         first, second = keras.Input((2,)), keras.Input((2,))
@@ -223,7 +223,7 @@ class LayerRepresentationsTest(TestCase):
         )
         model = keras.Model([first, second], outputs)
         with pytest.raises(ValueError, match="single input"):
-            analysis.layer_representations(model, np.zeros((4, 2)))
+            information.layer_representations(model, np.zeros((4, 2)))
 
 
 class InformationPlaneTest(TestCase):
@@ -231,7 +231,7 @@ class InformationPlaneTest(TestCase):
         model = dense_chain()
         x, y = vectors(64)
         plane = analysis.information_plane(model, x, y, batch_size=32)
-        features = analysis.layer_representations(model, x)
+        features = information.layer_representations(model, x)
         for name, values in plane.items():
             self.assertEqual(set(values), {"I_XT", "I_TY", "H_T"})
             batches = [
@@ -306,7 +306,7 @@ class InformationPlaneTest(TestCase):
         x, y = images(32)
         plane = analysis.information_plane(model, x, y, batch_size=16)
         self.assertEqual(list(plane), ["block_a", "block_b", "block_c"])
-        features = analysis.layer_representations(model, x)
+        features = information.layer_representations(model, x)
         expected = np.mean(
             [
                 numpy_quantities(x[p], y[p], features["block_b"][p])["I_XT"]
@@ -362,7 +362,7 @@ class HSICPlaneTest(TestCase):
         model = dense_chain()
         x, y = vectors(32)
         plane = analysis.hsic_plane(model, x, y, batch_size=32)
-        features = analysis.layer_representations(model, x)
+        features = information.layer_representations(model, x)
         for name, values in plane.items():
             self.assertEqual(set(values), {"nHSIC_XT", "nHSIC_TY"})
             expected = numpy_quantities(x, y, features[name])
@@ -382,7 +382,7 @@ class MutualInformationMatrixTest(TestCase):
         self.assertEqual(matrix.shape, (5, 5))
         self.assertEqual(names[0], "dense_12")
         self.assertAllClose(matrix, matrix.T)
-        features = analysis.layer_representations(model, x)
+        features = information.layer_representations(model, x)
         grams = [numpy_gaussian_gram(features[name]) for name in names]
         for i in range(5):
             self.assertAllClose(

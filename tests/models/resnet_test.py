@@ -10,7 +10,7 @@ from keras_dib.models.heads import AuxiliaryHead
 from keras_dib.models.resnet import ResidualBlock
 from keras_dib.models.resnet import build_resnet
 from keras_dib.testing import TestCase
-from keras_dib.testing import shared_data_dir
+from keras_dib.testing.test_case import shared_data_dir
 
 
 def inference_parameters(model):
