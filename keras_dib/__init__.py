@@ -14,8 +14,8 @@ from keras_dib.models import AuxiliaryHead
 from keras_dib.models import GreedyLayerwiseModel
 from keras_dib.models import build_resnet
 from keras_dib.models import build_vgg
-from keras_dib.models.fitting import BlockCallback
 from keras_dib.models import split_model
+from keras_dib.models.fitting import BlockCallback
 from keras_dib.version import __version__
 
 __all__ = [

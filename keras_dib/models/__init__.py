@@ -1,6 +1,6 @@
 """Greedy layer-wise models, network builders and auxiliary heads."""
 
-from keras_dib.models import schedules
+from keras_dib.models import schedules  # noqa: F401 (a public module)
 from keras_dib.models.cutting import split_model
 from keras_dib.models.greedy import GreedyLayerwiseModel
 from keras_dib.models.heads import AuxiliaryHead
