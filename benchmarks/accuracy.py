@@ -79,6 +79,7 @@ from absl import flags  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import benchmark_common as bench  # noqa: E402
 import common  # noqa: E402
 
 SETTINGS = {
@@ -395,7 +396,7 @@ def plot_from_jsonl(jsonl, variants, path, dataset=None, model_prefix=None):
 
 def main(argv):
     del argv
-    data_dir = FLAGS.data_dir or common.default_data_dir(FLAGS.dataset)
+    data_dir = FLAGS.data_dir or bench.default_data_dir(FLAGS.dataset)
     os.makedirs(FLAGS.results_dir, exist_ok=True)
     jsonl = os.path.join(FLAGS.results_dir, f"accuracy_{FLAGS.setting}.jsonl")
     plot_name = FLAGS.plot_name or f"accuracy_{FLAGS.setting}.png"

@@ -29,8 +29,20 @@ for _path in (ROOT, os.path.join(ROOT, "examples")):
 import common  # noqa: E402
 
 import keras_dib  # noqa: E402
+from keras_dib.testing.test_case import shared_data_dir  # noqa: E402
 
 NUM_CLASSES = 43
+
+
+def default_data_dir(dataset):
+    """The development copy of a data set (`shared/data/<dataset>`), or None.
+
+    None lets the library resolve it (`$KERAS_DIB_DATA/<dataset>`, else the
+    Keras cache, downloading if needed).
+    """
+    root = shared_data_dir()
+    path = os.path.join(root, dataset) if root else None
+    return path if path and os.path.isdir(path) else None
 END_TO_END = "end_to_end"
 # Every block at once, each on its own objective (`schedule="simultaneous"`).
 SIMULTANEOUS = "simultaneous"
@@ -66,7 +78,7 @@ def load_images(data, num_images, data_dir=None, seed=0):
         x = rng.standard_normal((num_images, 32, 32, 3), dtype="float32")
         y = rng.integers(0, NUM_CLASSES, num_images).astype("int32")
         return x, y, "synthetic (standard normal pixels, 43 classes)"
-    data_dir = data_dir or common.default_data_dir("gtsrb")
+    data_dir = data_dir or default_data_dir("gtsrb")
     (x_train, y_train, _), _ = keras_dib.datasets.load_gtsrb(data_dir)
     if num_images > len(y_train):
         raise ValueError(

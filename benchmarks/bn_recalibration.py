@@ -43,6 +43,7 @@ from absl import flags  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import benchmark_common as bench  # noqa: E402
 import common  # noqa: E402
 
 import keras_dib  # noqa: E402
@@ -115,7 +116,7 @@ def recalibrate(model, x):
 
 def main(argv):
     del argv
-    data_dir = FLAGS.data_dir or common.default_data_dir("gtsrb")
+    data_dir = FLAGS.data_dir or bench.default_data_dir("gtsrb")
     keras.utils.set_random_seed(FLAGS.seed)
     train, _, validation = common.load_arrays(
         "gtsrb",

@@ -1,11 +1,11 @@
 """Greedy layer-wise training of a VGG-11 on CIFAR-10, with a DIB objective.
 
 CIFAR-10 has 50000 training and 10000 test colour images of 32x32 pixels in
-10 classes. Here it is read from the JPEG copy in `../shared/data/cifar10`
-(`CIFAR-10-images/{train,test}/<class>/*.jpg`) when that folder exists, or
-from the official archive (`--data_dir`, or the Keras cache). The JPEG
-copy is slightly lossy, so its accuracies are not exactly comparable with
-published CIFAR-10 numbers.
+10 classes. It is read from `--data_dir` (the official archive, or a
+class-per-folder JPEG copy `CIFAR-10-images/{train,test}/<class>/*.jpg`),
+else `$KERAS_DIB_DATA/cifar10`, else the Keras cache (downloaded once). A
+JPEG copy is slightly lossy, so its accuracies are not exactly comparable
+with published CIFAR-10 numbers.
 
 This tutorial trains a VGG-11 with batch normalization in one of four
 ways (`--mode`):
@@ -33,8 +33,9 @@ python examples/cifar10.py --augment               # the full recipe (GPU)
 python examples/cifar10.py --mode end_to_end --augment --epochs 30
 ```
 
-The model (`cifar10_<mode>.keras`) and a JSON summary (`cifar10_<mode>.json`)
-are written to `--output_dir` (default `runs/cifar10`).
+The model (`cifar10_<backend>_<mode>.keras`) and a JSON summary
+(`cifar10_<backend>_<mode>.json`) are written to `--output_dir` (default
+`runs/cifar10`).
 
 References:
     - Krizhevsky, "Learning Multiple Layers of Features from Tiny Images",
@@ -55,11 +56,12 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import common  # noqa: E402
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 # Every flag is defined once in `examples/common.py`.
 common.define_flags("cifar10")
+# `--help` lists the flags defined in `common` too.
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

@@ -6,8 +6,8 @@ images a class, the auxiliary problem of each greedy block is much richer,
 which is the regime where local learning is known to come closest to end to
 end training (Nokland & Eidnes 2019).
 
-The official archive is not shipped with this repository, and there is no
-copy in `../shared/data`: pass `--data_dir` (a folder or archive holding
+The official archive is not shipped with this repository: pass
+`--data_dir` (a folder or archive holding
 `cifar-100-python.tar.gz`, its extracted `cifar-100-python/` folder, or a
 class-per-folder tree). Without it the loader looks in `$KERAS_DIB_DATA` and
 the Keras cache, tries to download, and otherwise raises an error that says
@@ -26,8 +26,8 @@ python examples/cifar100.py --data_dir /path/to/cifar-100-python.tar.gz --quick
 python examples/cifar100.py --data_dir /path/to/cifar-100-python --augment
 ```
 
-The model (`cifar100_<mode>.keras`) and a JSON summary
-(`cifar100_<mode>.json`) are written to `--output_dir` (default
+The model (`cifar100_<backend>_<mode>.keras`) and a JSON summary
+(`cifar100_<backend>_<mode>.json`) are written to `--output_dir` (default
 `runs/cifar100`).
 
 References:
@@ -49,11 +49,12 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import common  # noqa: E402
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 # Every flag is defined once in `examples/common.py`.
 common.define_flags("cifar100")
+# `--help` lists the flags defined in `common` too.
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
@@ -64,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

@@ -19,6 +19,9 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
 # OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# TensorFlow (the data pipelines) logs CUDA probes at import on a CPU
+# machine; quiet unless the user chose a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -71,19 +74,13 @@ QUICK = {
 }
 
 
-def default_data_dir(dataset):
-    """`../shared/data/<dataset>` next to the repository, if it exists."""
-    path = os.path.join(os.path.dirname(ROOT), "shared", "data", dataset)
-    return path if os.path.isdir(path) else None
-
-
 def define_flags(dataset):
     """Defines the command-line flags shared by the examples."""
     flags.DEFINE_string(
         "data_dir",
-        default_data_dir(dataset),
-        "Folder of the data set (default: ../shared/data/<dataset> relative "
-        "to the repository root when it exists, else the Keras cache, "
+        None,
+        "Folder of the data set's archives (default: $KERAS_DIB_DATA/"
+        f"{dataset} when that variable is set, else the Keras cache, "
         "downloading if needed).",
     )
     flags.DEFINE_enum(
@@ -545,6 +542,23 @@ def device_description():
     return f"CPU ({len(os.sched_getaffinity(0))} cores)"
 
 
+def check_settings(settings):
+    """Raises a clear ValueError for settings that cannot train."""
+    for name in ("epochs_per_block", "epochs", "batch_size", "width"):
+        value = settings[name]
+        if value < 1:
+            raise ValueError(
+                f"`--{name}` should be a positive integer. Received: "
+                f"--{name}={value}"
+            )
+    for name in ("train_size", "test_size", "validation_size"):
+        if settings.get(name, 0) < 0:
+            raise ValueError(
+                f"`--{name}` should be >= 0 (0: all). Received: "
+                f"--{name}={settings[name]}"
+            )
+
+
 def settings_from_flags(flag_values):
     """The run settings as a dict, with `--quick` applied."""
     names = [
@@ -581,6 +595,7 @@ def settings_from_flags(flag_values):
             {k: v for k, v in QUICK.items() if not flag_values[k].present}
         )
     settings["quick"] = flag_values.quick
+    check_settings(settings)
     return settings
 
 
@@ -591,8 +606,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         dataset: "gtsrb", "cifar10" or "cifar100".
         settings: dict of the flags of `define_flags` (see
             `settings_from_flags`).
-        output_dir: folder for `<dataset>_<mode>.keras` and
-            `<dataset>_<mode>.json`; None saves nothing.
+        output_dir: folder for `<dataset>_<backend>_<mode>.keras` and
+            `<dataset>_<backend>_<mode>.json`; None saves nothing.
         verbose: Keras verbosity.
         monitor_test: without a validation split, evaluate the test set
             after every epoch (through the head of the block being
@@ -727,11 +742,27 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
     }
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        name = f"{dataset}_{s['mode']}"
+        name = output_name(dataset, s["mode"])
         model.save(os.path.join(output_dir, f"{name}.keras"))
         with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return model, summary, test_pipeline, validation_pipeline
+
+
+def output_name(dataset, mode):
+    """`<dataset>_<backend>_<mode>`: runs on other backends keep theirs."""
+    return f"{dataset}_{keras.backend.backend()}_{mode}"
+
+
+def start(main_function):
+    """`absl.app.run(main_function)`, with `--help` exiting 0 (absl: 1)."""
+    import sys
+
+    from absl import app
+
+    if any(arg in ("--help", "-h", "-?") for arg in sys.argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    app.run(main_function)
 
 
 def main(dataset, flag_values):
@@ -745,6 +776,7 @@ def main(dataset, flag_values):
         f"{summary['dataset']}, {summary['mode']}: test accuracy "
         f"{summary['test_accuracy']:.2%} after {summary['wall_time_s']:.0f} s "
         f"of training on {summary['device']} ({summary['backend']}). "
-        f"Saved to {output_dir}/{dataset}_{summary['mode']}.{{keras,json}}."
+        f"Saved to {output_dir}/{output_name(dataset, summary['mode'])}"
+        ".{keras,json}."
     )
     return summary

@@ -37,11 +37,13 @@ For the greedy modes without augmentation, the frozen blocks' output is
 computed once per block (`fit(cache_prefix=True)`; `--nocache_prefix` turns
 it off), which makes the greedy epochs much cheaper.
 
-The data is read from `../shared/data/gtsrb` when that folder exists
-(otherwise `--data_dir`, or the Keras cache). The trained model
-(`gtsrb_<mode>.keras`) and a JSON summary (`gtsrb_<mode>.json`: test
-accuracy, per-block training history, wall time, settings, backend and
-device) are written to `--output_dir` (default `runs/gtsrb`).
+The data is read from `--data_dir`, else from `$KERAS_DIB_DATA/gtsrb`
+when that variable is set (the official archives, for offline machines),
+else from the Keras cache (downloaded once). The trained model
+(`gtsrb_<backend>_<mode>.keras`) and a JSON summary
+(`gtsrb_<backend>_<mode>.json`: test accuracy, per-block training
+history, wall time, settings, backend and device) are written to
+`--output_dir` (default `runs/gtsrb`).
 
 References:
     - Stallkamp, Schlipsing, Salmen & Igel, "Man vs. computer: Benchmarking
@@ -63,12 +65,13 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import common  # noqa: E402
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 # Every flag (architecture, greedy schedule, DIB parameters, optimizer,
 # `--quick`, ...) is defined once in `examples/common.py`.
 common.define_flags("gtsrb")
+# `--help` lists the flags defined in `common` too.
+flags.adopt_module_key_flags(common)
 
 
 def main(argv):
@@ -84,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

@@ -24,7 +24,7 @@ python examples/information_plane.py --quick   # a one-minute smoke run
 python examples/information_plane.py --dataset cifar10 --width 16
 ```
 
-Outputs (in `--output_dir`, default `benchmarks/results`):
+Outputs (in `--output_dir`, default `runs/information_plane`):
 `information_plane_{end_to_end,greedy}.png` (Renyi planes),
 `information_plane_hsic_{end_to_end,greedy}.png` (nHSIC planes),
 `information_plane_curves.png` (`I(X; T)` per block against the epoch),
@@ -67,8 +67,8 @@ flags.DEFINE_enum("dataset", "gtsrb", ["gtsrb", "cifar10"], "Data set.")
 flags.DEFINE_string(
     "data_dir",
     None,
-    "Folder of the data set. Default: ../shared/data/<dataset> relative "
-    "to the repository root.",
+    "Folder of the data set. Default: $KERAS_DIB_DATA/<dataset> when set, "
+    "else the Keras cache (downloaded once).",
 )
 flags.DEFINE_integer("width", 8, "VGG width (64 is the standard VGG-11).")
 flags.DEFINE_integer("epochs", 12, "Epochs of end-to-end training.")
@@ -86,7 +86,7 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_bool("quick", False, "A one-minute smoke run (small data).")
 flags.DEFINE_string(
     "output_dir",
-    os.path.join(ROOT, "benchmarks", "results"),
+    os.path.join("runs", "information_plane"),
     "Where the figures and the JSON file go.",
 )
 
@@ -146,9 +146,7 @@ def main(argv):
     # A random subset of the training set keeps a CPU run short; the
     # analysis sample is a fixed set of held-out test images, so that the
     # information plane describes what the network does on unseen data.
-    data_dir = FLAGS.data_dir or os.path.join(
-        ROOT, "..", "shared", "data", FLAGS.dataset
-    )
+    data_dir = FLAGS.data_dir
     (x_train, y_train), (x_test, y_test) = load_data(FLAGS.dataset, data_dir)
     num_classes = int(y_train.max()) + 1
     rng = np.random.default_rng(FLAGS.seed)

@@ -13,6 +13,7 @@ from keras_dib.testing.test_case import shared_data_dir
 from tests.datasets import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
 
 
 def _shared_dir(dataset):
@@ -36,6 +37,23 @@ def _run_example(script, arguments):
         text=True,
         timeout=600,
     )
+
+
+@pytest.mark.large
+def test_help_lists_flags_and_bad_epochs_are_refused(tmp_path):
+    completed = _run_example("gtsrb.py", ["--help"])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for flag in ("--epochs_per_block", "--mode", "--data_dir", "--quick"):
+        assert flag in completed.stdout, flag
+    output_dir = tmp_path / "run"
+    completed = _run_example(
+        "gtsrb.py", ["--epochs_per_block=0", f"--output_dir={output_dir}"]
+    )
+    assert completed.returncode != 0
+    assert "`--epochs_per_block` should be a positive integer" in (
+        completed.stderr
+    )
+    assert not output_dir.exists()
 
 
 @pytest.mark.large
@@ -63,8 +81,12 @@ def test_gtsrb_quick(tmp_path):
         ],
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert os.path.isfile(os.path.join(output_dir, "gtsrb_greedy_dib.keras"))
-    with open(os.path.join(output_dir, "gtsrb_greedy_dib.json")) as f:
+    assert os.path.isfile(
+        os.path.join(output_dir, f"gtsrb_{BACKEND}_greedy_dib.keras")
+    )
+    with open(
+        os.path.join(output_dir, f"gtsrb_{BACKEND}_greedy_dib.json")
+    ) as f:
         summary = json.load(f)
     assert summary["backend"] == keras.backend.backend()
     assert summary["mode"] == "greedy_dib"
@@ -91,7 +113,7 @@ def test_gtsrb_quick(tmp_path):
         len(block["val_accuracy"]) == 4 for block in summary["block_history"]
     )
     model = keras.saving.load_model(
-        os.path.join(output_dir, "gtsrb_greedy_dib.keras")
+        os.path.join(output_dir, f"gtsrb_{BACKEND}_greedy_dib.keras")
     )
     head_config = model.training_heads[0].get_config()
     assert head_config["conv_filters"] == 4
@@ -136,7 +158,9 @@ def test_cifar_quick(tmp_path, dataset, mode, num_classes):
         ],
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    with open(os.path.join(output_dir, f"{dataset}_{mode}.json")) as f:
+    with open(
+        os.path.join(output_dir, f"{dataset}_{BACKEND}_{mode}.json")
+    ) as f:
         summary = json.load(f)
     assert summary["mode"] == mode
     assert summary["backend"] == keras.backend.backend()
@@ -149,7 +173,7 @@ def test_cifar_quick(tmp_path, dataset, mode, num_classes):
     # VGG-11 cut per stage: 5 greedy blocks, or one end-to-end history.
     assert len(summary["block_history"]) == (5 if mode == "greedy_dib" else 1)
     model = keras.saving.load_model(
-        os.path.join(output_dir, f"{dataset}_{mode}.keras")
+        os.path.join(output_dir, f"{dataset}_{BACKEND}_{mode}.keras")
     )
     images = np.zeros((2, 32, 32, 3), "float32")
     assert model.predict(images, verbose=0).shape == (2, num_classes)
