@@ -100,7 +100,7 @@ SETTINGS = {
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "gtsrb", ["gtsrb", "cifar10"], "Data set.")
 flags.DEFINE_string(
-    "data_dir", None, "Data folder. Default: ../shared/data/<dataset>."
+    "data_dir", None, "Data folder. Default: the development copy."
 )
 flags.DEFINE_enum("setting", "cpu", ["cpu", "gpu"], "Budget (see above).")
 flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds.")
@@ -135,11 +135,20 @@ flags.DEFINE_string(
     "baseline",
     "Label of the recipe variant, recorded in every JSON line.",
 )
-flags.DEFINE_integer(
+flags.DEFINE_string(
     "head_conv_filters",
-    0,
-    "Auxiliary heads: filters of a 3x3 conv + BN + ReLU before the pooling "
-    "(0: none).",
+    "0",
+    "Auxiliary heads' 3x3 convs (+ BN + ReLU) before the pooling: '32', "
+    "'32,32', 'auglocal' or '0' (none).",
+)
+flags.DEFINE_enum(
+    "objective",
+    "dib",
+    list(common.OBJECTIVES),
+    "Local objective of the *_dib modes (see examples/common.py).",
+)
+flags.DEFINE_float(
+    "gamma", None, "Weight of I(T;Y) (default: the objective's)."
 )
 flags.DEFINE_integer(
     "head_hidden_units",
@@ -433,6 +442,8 @@ def main(argv):
                 "alpha": FLAGS.alpha,
                 "beta": FLAGS.beta,
                 "compression": "input",
+                "objective": FLAGS.objective,
+                "gamma": FLAGS.gamma,
                 "mode": mode,
                 "learning_rate": 0.05,
                 "optimizer": "sgd",

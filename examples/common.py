@@ -45,6 +45,13 @@ ARCHITECTURES = ("vgg", "resnet")
 # Dense), or one built like the auxiliary heads (an ablation of greedy
 # training's last-block drop).
 FINAL_HEADS = ("classifier", "auxiliary")
+# The local objective of the `*_dib` modes (`--objective`).
+OBJECTIVES = (
+    "dib",
+    "relevance_dib",
+    "information_bottleneck",
+    "similarity",
+)
 # Depth of each architecture when `--depth` is not given.
 DEFAULT_DEPTHS = {"vgg": 11, "resnet": 18}
 
@@ -107,11 +114,12 @@ def define_flags(dataset):
     flags.DEFINE_integer(
         "head_grid_size", 4, "Grid side of the auxiliary heads' pooling."
     )
-    flags.DEFINE_integer(
+    flags.DEFINE_string(
         "head_conv_filters",
-        0,
-        "Filters of a 3x3 convolution (+ batch norm + ReLU) in each "
-        "auxiliary head, before its pooling (0: none).",
+        "32",
+        "Auxiliary heads' 3x3 convolutions (each + batch norm + ReLU) "
+        "before the pooling: filters of one ('32'), of several ('32,32'), "
+        "'auglocal' (thinned copies of the following blocks) or '0' (none).",
     )
     flags.DEFINE_integer(
         "head_hidden_units",
@@ -145,6 +153,21 @@ def define_flags(dataset):
     flags.DEFINE_integer("batch_size", 128, "Training batch size.")
     flags.DEFINE_float("alpha", 1.01, "Order of the Renyi entropy (DIB).")
     flags.DEFINE_float("beta", 0.01, "Weight of the DIB compression term.")
+    flags.DEFINE_enum(
+        "objective",
+        "dib",
+        list(OBJECTIVES),
+        "Local objective of the *_dib modes: DIB (CE + beta I(X;T)), "
+        "relevance_dib (CE + beta I(X;T) - gamma I(T;Y)), "
+        "information_bottleneck (-gamma I(T;Y) + beta I(X;T), no CE into "
+        "the block) or similarity (PredSim, beta weights the similarity "
+        "term).",
+    )
+    flags.DEFINE_float(
+        "gamma",
+        None,
+        "Weight of the relevance term I(T;Y) (default: the objective's).",
+    )
     flags.DEFINE_enum(
         "compression",
         "input",
@@ -312,6 +335,38 @@ def _static_batch_size(pipeline, batch_size):
 # === Model ===
 
 
+def parse_conv_filters(value):
+    """`--head_conv_filters` as `build_vgg`'s `head_conv_filters`."""
+    if value in (None, "", "0", 0):
+        return None
+    if isinstance(value, int) or value == "auglocal":
+        return value
+    filters = [int(part) for part in str(value).split(",")]
+    return filters[0] if len(filters) == 1 else filters
+
+
+def make_objective(mode, objective="dib", alpha=1.01, beta=0.01, gamma=None):
+    """The compiled loss of a training mode."""
+    if mode not in ("greedy_dib", "simultaneous_dib"):
+        # Cross-entropy only: the greedy baseline, and the end-to-end loss.
+        return keras_dib.LocalObjective()
+    extra = {} if gamma is None else {"gamma": gamma}
+    if objective == "dib":
+        return keras_dib.DIB(alpha=alpha, beta=beta, compression="input")
+    if objective == "relevance_dib":
+        return keras_dib.losses.RelevanceDIB(alpha=alpha, beta=beta, **extra)
+    if objective == "information_bottleneck":
+        return keras_dib.losses.InformationBottleneck(
+            alpha=alpha, beta=beta, **extra
+        )
+    if objective == "similarity":
+        return keras_dib.losses.SimilarityMatching(beta=beta)
+    raise ValueError(
+        f"`objective` should be one of {OBJECTIVES}. Received: "
+        f"objective={objective!r}"
+    )
+
+
 def build_model(
     num_classes,
     depth=11,
@@ -397,6 +452,8 @@ def compile_model(
     alpha=1.01,
     beta=0.01,
     compression="input",
+    objective="dib",
+    gamma=None,
 ):
     """Compiles `model` for one training mode.
 
@@ -415,11 +472,10 @@ def compile_model(
         opt = keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=weight_decay
         )
-    if mode in ("greedy_dib", "simultaneous_dib"):
+    if objective == "dib" and mode in ("greedy_dib", "simultaneous_dib"):
         loss = keras_dib.DIB(alpha=alpha, beta=beta, compression=compression)
     else:
-        # Cross-entropy only: the greedy baseline, and the end-to-end loss.
-        loss = keras_dib.LocalObjective()
+        loss = make_objective(mode, objective, alpha, beta, gamma)
     model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
     return model
 
@@ -579,6 +635,8 @@ def settings_from_flags(flag_values):
         "alpha",
         "beta",
         "compression",
+        "objective",
+        "gamma",
         "mode",
         "augment",
         "learning_rate",
@@ -663,7 +721,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         architecture=s["architecture"],
         final_head=s.get("final_head", "classifier"),
         head_grid_size=s["head_grid_size"],
-        head_conv_filters=s.get("head_conv_filters") or None,
+        head_conv_filters=parse_conv_filters(s.get("head_conv_filters")),
         head_hidden_units=s.get("head_hidden_units") or None,
     )
     stage_epochs = (
@@ -679,6 +737,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         alpha=s["alpha"],
         beta=s["beta"],
         compression=s["compression"],
+        objective=s.get("objective", "dib"),
+        gamma=s.get("gamma"),
     )
     clock = TrainingClock()
     monitored = validation_pipeline
