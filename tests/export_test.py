@@ -47,6 +47,31 @@ class ExportForServingTest(TestCase):
         np.testing.assert_allclose(from_float, expected, atol=1e-5)
         np.testing.assert_allclose(from_uint8.sum(-1), 1.0, atol=1e-5)
 
+    @pytest.mark.large
+    def test_model_with_its_normalization_needs_no_statistics(self):
+        images, mean, std = real_images()
+        model = keras_dib.build_vgg(
+            11,
+            num_classes=43,
+            width=4,
+            granularity="stage",
+            input_normalization=(mean, std),
+        )
+        # The pipeline's images: raw pixels as float32 (normalization=None).
+        raw = images.astype("float32")
+        expected = keras.ops.convert_to_numpy(
+            keras.ops.softmax(model.predict(raw, verbose=0))
+        )
+        path = os.path.join(self.get_temp_dir(), "serving", "1")
+        keras_dib.export_for_serving(model, path)
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)
+        from_uint8 = loaded.signatures["serving_uint8"](
+            images=tf.constant(images)
+        )["probabilities"].numpy()
+        np.testing.assert_allclose(from_uint8, expected, atol=1e-5)
+
     def test_bad_arguments(self):
         model = keras_dib.build_vgg(
             11, num_classes=10, width=4, granularity="stage"

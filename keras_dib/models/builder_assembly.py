@@ -2,6 +2,9 @@
 
 import math
 
+import keras
+import numpy as np
+
 from keras_dib.models.greedy import GreedyLayerwiseModel
 from keras_dib.models.heads import AuxiliaryHead
 
@@ -49,6 +52,42 @@ def auglocal_filters(block_channels, index):
     return [max(8, int(following[p] * AUGLOCAL_WIDTH)) for p in picks]
 
 
+def input_normalization_layer(input_normalization, channels):
+    """`keras.layers.Normalization` from `(mean, std)` on the 0-255 scale.
+
+    Returns None for None. Raises a ValueError naming what was received for
+    anything but two finite vectors of one value (or one per channel), the
+    standard deviations positive.
+    """
+    if input_normalization is None:
+        return None
+    try:
+        mean, std = (
+            np.broadcast_to(
+                np.asarray(v, dtype="float64").reshape(-1), channels
+            )
+            for v in input_normalization
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "`input_normalization` should be (mean, std), each a number or "
+            f"{channels} numbers (one per channel, 0-255 scale). Received: "
+            f"input_normalization={input_normalization!r}"
+        ) from error
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))) or np.any(
+        std <= 0
+    ):
+        raise ValueError(
+            "`input_normalization` should hold finite means and positive "
+            f"standard deviations. Received: mean={mean}, std={std}"
+        )
+    return keras.layers.Normalization(
+        mean=mean.tolist(),
+        variance=np.square(std).tolist(),
+        name="input_normalization",
+    )
+
+
 def check_head_arguments(final_head, head_conv_filters):
     """Raises for a bad `final_head` or string `head_conv_filters`."""
     if final_head not in FINAL_HEADS:
@@ -92,7 +131,10 @@ def assemble_greedy_model(
         classifier: dict of `AuxiliaryHead` arguments of the network's own
             classifier.
         head_options: dict with the builder's `final_head`, `grid_size`,
-            `pooling`, `conv_filters` and `hidden_units` of the heads.
+            `pooling`, `conv_filters` and `hidden_units` of the heads, and
+            its `input_normalization` (None or `(mean, std)`): a
+            normalization layer put first in block 1, so that the model
+            takes raw 0-255 images.
 
     Returns:
         A `keras_dib.GreedyLayerwiseModel`, built.
@@ -100,6 +142,13 @@ def assemble_greedy_model(
     options = dict(head_options)
     final_head = options.pop("final_head")
     check_head_arguments(final_head, options["conv_filters"])
+    normalization = input_normalization_layer(
+        options.pop("input_normalization", None), input_shape[-1]
+    )
+    if normalization is not None:
+        blocks = [
+            keras.Sequential([normalization, blocks[0]], name=blocks[0].name)
+        ] + list(blocks[1:])
 
     def head_config(index):
         config = dict(options)

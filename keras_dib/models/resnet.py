@@ -141,6 +141,7 @@ def build_resnet(
     head_hidden_units=None,
     head_pooling="average",
     final_head="classifier",
+    input_normalization=None,
     name=None,
 ):
     """Builds a CIFAR-style ResNet-18 or ResNet-34 as a `GreedyLayerwiseModel`.
@@ -188,6 +189,13 @@ def build_resnet(
             `"auxiliary"` (a head built like the auxiliary heads, through
             which the last block is trained and which classifies at
             inference). Defaults to `"classifier"`.
+        input_normalization: optional `(mean, std)` per channel on the
+            0-255 scale (a number or one per channel each): a
+            `keras.layers.Normalization` first in block 1, so the model,
+            its `.keras` file and `keras_dib.export_for_serving(model,
+            path)` take raw 0-255 images. Feed it un-normalised images
+            (`keras_dib.datasets.gtsrb(..., normalization=None)`).
+            Defaults to None (the inputs are normalised outside).
         name: optional model name. Defaults to `"resnet{depth}"`.
 
     Returns:
@@ -277,6 +285,7 @@ def build_resnet(
         classifier=dict(pooling="global_average"),
         head_options=dict(
             final_head=final_head,
+            input_normalization=input_normalization,
             grid_size=head_grid_size,
             pooling=head_pooling,
             conv_filters=head_conv_filters,

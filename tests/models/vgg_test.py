@@ -127,3 +127,27 @@ class BuildVGGTest(TestCase):
         self.assertEqual(filters[-1], [256])
         with self.assertRaisesRegex(ValueError, "head_conv_filters='aug'"):
             build_vgg(11, width=4, head_conv_filters="aug")
+
+    def test_input_normalization(self):
+        mean, std = [120.0, 110.0, 100.0], [60.0, 50.0, 40.0]
+        model = build_vgg(11, width=2, input_normalization=(mean, std))
+        normalization = model.blocks[0].layers[0]
+        self.assertEqual(normalization.name, "input_normalization")
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+        self.assertAllClose(
+            normalization(x),
+            (x - np.array(mean)) / np.array(std),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+        # The .keras file keeps it: raw images in, same predictions out.
+        self.run_model_saving_test(model, x, atol=1e-5)
+        # One number for every channel.
+        model = build_vgg(11, width=2, input_normalization=(127.5, 64.0))
+        self.assertAllClose(model.blocks[0].layers[0](x), (x - 127.5) / 64)
+
+    def test_bad_input_normalization(self):
+        for value in ((0, 0), (0, [1, 2]), (0, -1), 3.0, (np.nan, 1)):
+            with self.assertRaisesRegex(ValueError, "input_normalization"):
+                build_vgg(11, width=2, input_normalization=value)
