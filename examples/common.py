@@ -269,18 +269,33 @@ def load_arrays(
     return train, test, validation
 
 
+def channel_statistics(images):
+    """Per-channel `(mean, std)` of uint8 images, on the 0-255 scale."""
+    pixels = images.reshape(-1, images.shape[-1]).astype("float64")
+    return pixels.mean(axis=0), pixels.std(axis=0)
+
+
 def make_pipelines(
-    dataset, train, test, batch_size, augment, seed, validation=None
+    dataset,
+    train,
+    test,
+    batch_size,
+    augment,
+    seed,
+    validation=None,
+    standardize=True,
 ):
     """Training and test pipelines, standardised with training statistics.
+
+    With `standardize=False` the pipelines give raw 0-255 float32 images,
+    for a model that normalises its inputs itself (`input_normalization`).
 
     Returns:
         `(train_pipeline, test_pipeline, steps_per_epoch)`, plus the
         validation pipeline (None without `validation`) as a fourth element.
     """
     x_train, y_train = train
-    pixels = x_train.reshape(-1, x_train.shape[-1]).astype("float64")
-    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    mean, std = channel_statistics(x_train) if standardize else (None, None)
     train_pipeline = datasets.make_pipeline(
         x_train,
         y_train,
@@ -382,46 +397,26 @@ def build_model(
     per convolution of a VGG, one per residual block of a ResNet.
     `final_head="auxiliary"` replaces the network's classifier (global
     pooling + Dense, through which greedy training trains the last block)
-    by a fresh head configured like the auxiliary heads (`head_*`); it is
-    then also the network's classifier at inference.
+    by a head configured like the auxiliary heads (`head_*`); it is then
+    also the network's classifier at inference. Other keyword arguments go
+    to `keras_dib.build_vgg` / `keras_dib.build_resnet`.
     """
-    if final_head not in FINAL_HEADS:
-        raise ValueError(
-            f"`final_head` should be one of {FINAL_HEADS}. Received: "
-            f"final_head={final_head!r}"
-        )
     if architecture == "resnet":
-        model = keras_dib.build_resnet(
-            depth,
-            num_classes=num_classes,
-            width=width,
-            granularity="block" if granularity == "layer" else granularity,
-            **kw,
-        )
+        builder = keras_dib.build_resnet
     elif architecture == "vgg":
-        model = keras_dib.build_vgg(
-            depth,
-            num_classes=num_classes,
-            width=width,
-            granularity=granularity,
-            **kw,
-        )
+        builder = keras_dib.build_vgg
     else:
         raise ValueError(
             f"`architecture` should be one of {ARCHITECTURES}. Received: "
             f"architecture={architecture!r}"
         )
-    if final_head == "classifier":
-        return model
-    config = model.auxiliary_heads[-1].get_config()
-    config["name"] = "head"
-    return keras_dib.GreedyLayerwiseModel(
-        model.blocks,
-        head=keras_dib.AuxiliaryHead.from_config(config),
-        auxiliary_heads=model.auxiliary_heads,
+    return builder(
+        depth,
         num_classes=num_classes,
-        input_shape=model.get_config()["input_shape"],
-        name=model.name,
+        width=width,
+        granularity=granularity,
+        final_head=final_head,
+        **kw,
     )
 
 
@@ -704,6 +699,9 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         s["seed"],
         validation_size=s.get("validation_size", 0),
     )
+    # The model normalises its raw 0-255 inputs itself (a Normalization
+    # layer with the training set's statistics), so its .keras file and
+    # its SavedModel take raw images.
     train_pipeline, test_pipeline, steps, validation_pipeline = make_pipelines(
         dataset,
         train_arrays,
@@ -712,6 +710,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         s["augment"],
         s["seed"],
         validation=validation_arrays,
+        standardize=False,
     )
     model = build_model(
         DATASETS[dataset]["num_classes"],
@@ -723,6 +722,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         head_grid_size=s["head_grid_size"],
         head_conv_filters=parse_conv_filters(s.get("head_conv_filters")),
         head_hidden_units=s.get("head_hidden_units") or None,
+        input_normalization=channel_statistics(train_arrays[0]),
     )
     stage_epochs = (
         s["epochs_per_block"] if s["mode"] in GREEDY_MODES else s["epochs"]
