@@ -19,9 +19,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
 # OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# TensorFlow (the data pipelines) logs CUDA probes at import on a CPU
-# machine; quiet unless the user chose a level.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -102,7 +99,10 @@ def define_flags(dataset):
         "VGG: 11 (default), 13, 16 or 19; ResNet: 18 (default) or 34.",
     )
     flags.DEFINE_integer(
-        "width", 64, "Channels of the first layer (64: the standard network)."
+        "width",
+        16,
+        "Channels of the first layer (16: a CPU-sized network; 64: the "
+        "standard one).",
     )
     flags.DEFINE_enum(
         "granularity",
@@ -148,7 +148,7 @@ def define_flags(dataset):
         "whole tracks for GTSRB) as a validation set for model selection "
         "(0: none).",
     )
-    flags.DEFINE_integer("epochs_per_block", 5, "Epochs per greedy block.")
+    flags.DEFINE_integer("epochs_per_block", 2, "Epochs per greedy block.")
     flags.DEFINE_integer("epochs", 30, "Epochs of end-to-end training.")
     flags.DEFINE_integer("batch_size", 128, "Training batch size.")
     flags.DEFINE_float("alpha", 1.01, "Order of the Renyi entropy (DIB).")
@@ -552,6 +552,49 @@ def train(
     return history, time.perf_counter() - start
 
 
+def _output_shapes(layer, shape):
+    """Output shapes of every leaf layer of `layer` run on `shape`."""
+    children = getattr(layer, "layers", None) or getattr(
+        layer, "head_layers", None
+    )
+    if not children:
+        return [layer.compute_output_shape(shape)]
+    shapes = []
+    for child in children:
+        shapes += _output_shapes(child, shape)
+        shape = shapes[-1]
+    return shapes
+
+
+def activation_memory(model, batch_size):
+    """Estimated activation bytes one training step keeps for backprop.
+
+    The float32 outputs of every layer on the gradient path, from the
+    layers' output shapes: the whole network for end to end; for greedy
+    block `l`, its input (the frozen prefix's output, kept but not
+    differentiated), its own layers and its head's. An estimate for
+    blocks made of standard layers (VGG); `benchmarks/memory.py` measures
+    the compiled step.
+
+    Returns:
+        `(end_to_end_bytes, [bytes of each greedy block])`.
+    """
+
+    def size(shapes):
+        return sum(int(np.prod(s[1:])) for s in shapes) * batch_size * 4
+
+    shape = (batch_size,) + tuple(model.get_config()["input_shape"])
+    end_to_end, blocks = 0, []
+    for block, head in zip(model.blocks, model.training_heads):
+        outputs = _output_shapes(block, shape)
+        head_outputs = _output_shapes(head, outputs[-1])
+        blocks.append(size([shape] + outputs + head_outputs))
+        end_to_end += size(outputs)
+        shape = outputs[-1]
+    end_to_end += size(_output_shapes(model.head, shape))
+    return end_to_end, blocks
+
+
 def resolve_cache_prefix(settings):
     """`settings["cache_prefix"]`, None meaning: greedy, no augmentation."""
     cache = settings.get("cache_prefix")
@@ -809,6 +852,31 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
     return model, summary, test_pipeline, validation_pipeline
 
 
+def _print_memory_estimate(dataset, settings):
+    """Prints the activation memory of each greedy block vs end to end."""
+    depth = settings["depth"] or DEFAULT_DEPTHS[settings["architecture"]]
+    model = build_model(
+        DATASETS[dataset]["num_classes"],
+        depth=depth,
+        width=settings["width"],
+        granularity=settings["granularity"],
+        architecture=settings["architecture"],
+        final_head=settings["final_head"],
+        head_conv_filters=parse_conv_filters(settings["head_conv_filters"]),
+        input_shape=(32, 32, 3),
+    )
+    end_to_end, blocks = activation_memory(model, settings["batch_size"])
+    ratios = ", ".join(f"{b / end_to_end:.0%}" for b in blocks)
+    print(
+        f"Activation memory per training step (estimate from layer "
+        f"shapes, batch {settings['batch_size']}): end to end "
+        f"{end_to_end / 2**20:.0f} MiB; greedy blocks 1-{len(blocks)}: "
+        f"{ratios} of it (the largest, {max(blocks) / 2**20:.0f} MiB, "
+        f"saves {1 - max(blocks) / end_to_end:.0%}).",
+        flush=True,
+    )
+
+
 def output_name(dataset, mode):
     """`<dataset>_<backend>_<mode>`: runs on other backends keep theirs."""
     return f"{dataset}_{keras.backend.backend()}_{mode}"
@@ -829,6 +897,12 @@ def main(dataset, flag_values):
     """The body of every example script: train, evaluate, save, report."""
     settings = settings_from_flags(flag_values)
     output_dir = flag_values.output_dir or os.path.join("runs", dataset)
+    if (
+        flag_values.verbose
+        and settings["mode"] in GREEDY_MODES
+        and settings["architecture"] == "vgg"
+    ):
+        _print_memory_estimate(dataset, settings)
     _, summary, _, _ = run(
         dataset, settings, output_dir, verbose=flag_values.verbose
     )
