@@ -2,6 +2,7 @@
 bottleneck (matrix-based Renyi entropy), for Keras 3 on every backend."""
 
 from keras_dib import analysis
+from keras_dib import callbacks
 from keras_dib import datasets
 from keras_dib import losses
 from keras_dib import models
@@ -29,6 +30,7 @@ __all__ = [
     "analysis",
     "build_resnet",
     "build_vgg",
+    "callbacks",
     "datasets",
     "export_for_serving",
     "losses",

@@ -1,0 +1,288 @@
+"""Keras callbacks that know about the blocks of a greedy fit.
+
+`GreedyLayerwiseModel.fit` runs one Keras `fit` per block, so a plain
+Keras callback sees every block as a fresh training run: epochs and steps
+start again at 0. The callbacks here keep one axis across the blocks.
+
+- `TensorBoard`: `keras.callbacks.TensorBoard` on one continuous epoch
+  and step axis, each block in its own run.
+"""
+
+import os
+
+import keras
+
+from keras_dib.models.fitting import BlockCallback
+
+__all__ = ["TensorBoard"]
+
+
+class _Summary:
+    """`tf.summary`, with a `scalar` that needs no `tensorboard` package.
+
+    `tf.summary.scalar` is implemented by the `tensorboard` package, which
+    TensorFlow does not require; this one writes the same event (a float32
+    tensor tagged for the scalars plugin) with `tf.summary.write`, so that
+    logging needs only TensorFlow. Every other name (`histogram`, `image`,
+    `create_file_writer`, ...) is `tf.summary`'s own.
+    """
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self._tf = tf
+
+    def __getattr__(self, name):
+        return getattr(self._tf.summary, name)
+
+    def scalar(self, name, data, step=None, description=None):
+        tf = self._tf
+        metadata = tf.compat.v1.SummaryMetadata()
+        metadata.plugin_data.plugin_name = "scalars"
+        metadata.display_name = name
+        if description is not None:
+            metadata.summary_description = description
+        with tf.summary.experimental.summary_scope(
+            name, "scalar_summary", values=[data, step]
+        ) as (tag, _):
+            return tf.summary.write(
+                tag=tag,
+                tensor=tf.cast(data, "float32"),
+                step=step,
+                metadata=metadata,
+            )
+
+
+def _check_update_freq(update_freq):
+    if update_freq in ("epoch", "batch"):
+        return
+    if (
+        isinstance(update_freq, bool)
+        or not isinstance(update_freq, int)
+        or update_freq < 1
+    ):
+        raise ValueError(
+            '`update_freq` should be "epoch", "batch" or a positive '
+            f"integer (batches). Received: update_freq={update_freq!r}"
+        )
+
+
+class TensorBoard(keras.callbacks.TensorBoard, BlockCallback):
+    """`keras.callbacks.TensorBoard` for greedy fits: one axis, all blocks.
+
+    A greedy `fit` is one Keras `fit` per block, after which
+    `keras.callbacks.TensorBoard` starts every block's curves at epoch 0
+    and step 0, on top of each other. This callback puts the whole fit on
+    one axis:
+
+    - epoch summaries (`epoch_loss`, `epoch_accuracy`, the learning rate,
+      weight histograms) are written at the global epoch, the epochs of
+      the earlier blocks plus the epoch within the block, the index of
+      `model.fit(...).history`;
+    - batch summaries (`update_freq` an integer or `"batch"`) and the
+      `evaluation_*_vs_iterations` of validation are written at the
+      global step, the training batches of all the blocks so far (Keras
+      rebuilds the optimizer per block, so `optimizer.iterations` starts
+      again at 0; the global step does not). This is also the `step` of
+      `keras_dib.analysis.GradientStatistics`.
+
+    Each block is also tagged, twice. With `run_per_block=True` (the
+    default), block `k` writes to `log_dir/block_k/train` and
+    `log_dir/block_k/validation`: in TensorBoard every block is a run of
+    its own, drawn in its own colour on the shared axis, named where the
+    cursor points, and hidden or shown from the run list. This reads
+    better than one run for the whole fit: a new block starts with a
+    fresh auxiliary head, so its loss jumps, and TensorBoard's smoothing
+    (per run) would blur that jump into the neighbouring blocks; and it
+    keeps Keras' tag names (`epoch_loss`, not one tag per block, which
+    would split every metric into as many charts as blocks). With
+    `run_per_block=False` every block writes to `log_dir/train` and
+    `log_dir/validation` as Keras does (one curve per metric, convenient
+    for overlaying several fits). Either way an `epoch_block` scalar
+    gives each epoch's block index (-1 for a stage of all blocks, as in
+    the History).
+
+    A stage that trains all blocks at once (`schedule="simultaneous"` or
+    `"end_to_end"`) writes to `log_dir/train` and `log_dir/validation`.
+    The counters carry on across all the blocks (and greedy fits) this
+    instance sees: use a new instance, and a new `log_dir`, per training
+    run. A greedy fit resumed from a checkpoint starts the axis again at
+    its first block still to train (the blocks finished before the
+    resume are not counted). With a plain `keras.Model.fit` (no blocks)
+    it is Keras' TensorBoard (its epochs, `initial_epoch` included, and
+    steps from 0), except that scalars need only TensorFlow
+    (`tf.summary.scalar` needs the `tensorboard` package; histograms and
+    images still do).
+
+    Other callbacks can log to the same folder: put
+    `keras_dib.analysis.InformationPlaneCallback` before this callback in
+    `callbacks` (its `log_prefix` entries in the epoch logs are then
+    written too, as `epoch_info/<layer>/I_XT` and so on), and give
+    `keras_dib.analysis.GradientStatistics`
+    `tensorboard_dir=os.path.join(log_dir, "gradients")` (a `gradients`
+    run on the global step axis).
+
+    Args:
+        log_dir: folder of the event files. Defaults to `"logs"`.
+        run_per_block: bool, one TensorBoard run (subfolder `block_<k>`)
+            per greedy block. Defaults to True.
+        histogram_freq, write_graph, write_images, write_steps_per_second,
+            update_freq, profile_batch, embeddings_freq,
+            embeddings_metadata: as in `keras.callbacks.TensorBoard`;
+            `histogram_freq` counts global epochs, `profile_batch` global
+            steps. `update_freq` is `"epoch"` (default), `"batch"` or a
+            positive integer.
+
+    Example:
+
+    >>> tensorboard = keras_dib.callbacks.TensorBoard("logs/vgg11_dib")
+    >>> model.fit(x_train, y_train, epochs=[2] * model.num_blocks,
+    ...           validation_data=(x_val, y_val), callbacks=[tensorboard])
+
+    then `tensorboard --logdir logs` (with the `tensorboard` package).
+    """
+
+    def __init__(
+        self,
+        log_dir="logs",
+        run_per_block=True,
+        histogram_freq=0,
+        write_graph=True,
+        write_images=False,
+        write_steps_per_second=False,
+        update_freq="epoch",
+        profile_batch=0,
+        embeddings_freq=0,
+        embeddings_metadata=None,
+    ):
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(
+                "`log_dir` should be a path (string). "
+                f"Received: log_dir={log_dir!r}"
+            )
+        if not isinstance(run_per_block, bool):
+            raise ValueError(
+                "`run_per_block` should be True or False. "
+                f"Received: run_per_block={run_per_block!r}"
+            )
+        _check_update_freq(update_freq)
+        for name, value in (
+            ("histogram_freq", histogram_freq),
+            ("embeddings_freq", embeddings_freq),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"`{name}` should be a non-negative integer (epochs). "
+                    f"Received: {name}={value!r}"
+                )
+            if value < 0:
+                raise ValueError(
+                    f"`{name}` should be a non-negative integer (epochs). "
+                    f"Received: {name}={value!r}"
+                )
+        super().__init__(
+            log_dir=os.fspath(log_dir),
+            histogram_freq=histogram_freq,
+            write_graph=write_graph,
+            write_images=write_images,
+            write_steps_per_second=write_steps_per_second,
+            update_freq=update_freq,
+            profile_batch=profile_batch,
+            embeddings_freq=embeddings_freq,
+            embeddings_metadata=embeddings_metadata,
+        )
+        self.root_log_dir = self.log_dir
+        self.run_per_block = run_per_block
+        self.profile_batch = profile_batch
+        self.block = None
+        self._in_block = False
+        self._epoch_offset = 0
+        self._epochs_in_block = 0
+        self._step_offset = 0
+        self._scalar_summary = None
+
+    @property
+    def summary(self):
+        """`tf.summary`, whose `scalar` needs no `tensorboard` package."""
+        if self._scalar_summary is None:
+            self._scalar_summary = _Summary()
+        return self._scalar_summary
+
+    def get_config(self):
+        return {
+            "log_dir": self.root_log_dir,
+            "run_per_block": self.run_per_block,
+            "histogram_freq": self.histogram_freq,
+            "write_graph": self.write_graph,
+            "write_images": self.write_images,
+            "write_steps_per_second": self.write_steps_per_second,
+            "update_freq": self.update_freq,
+            "profile_batch": self.profile_batch,
+            "embeddings_freq": self.embeddings_freq,
+            "embeddings_metadata": self.embeddings_metadata,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # === Where the global epoch and step come in ===
+
+    def on_block_begin(self, block, logs=None):
+        self.block = block
+        self._in_block = True
+        self._epochs_in_block = 0
+        # Read by Keras' `set_model`, called by the block's `fit` next.
+        self.log_dir = self.root_log_dir
+        if self.run_per_block and block is not None:
+            self.log_dir = os.path.join(self.root_log_dir, f"block_{block}")
+
+    def on_block_end(self, block, logs=None):
+        self._in_block = False
+        self._epoch_offset += self._epochs_in_block
+        self._epochs_in_block = 0
+        self._step_offset = self._keras_train_step()
+        self.log_dir = self.root_log_dir
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._set_keras_train_step(self._step_offset)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_in_block = max(self._epochs_in_block, epoch + 1)
+        logs = dict(logs or {})
+        if self._in_block:
+            logs["block"] = -1 if self.block is None else self.block
+        super().on_epoch_end(self._epoch_offset + epoch, logs)
+
+    def on_test_end(self, logs=None):
+        # Keras writes these at `optimizer.iterations`, which restarts with
+        # every block's new optimizer: use the global step instead, then
+        # let Keras close the validation summaries (with nothing to write).
+        optimizer = getattr(self.model, "optimizer", None)
+        if logs and optimizer is not None:
+            with self._keras_validation_writer().as_default():
+                for name, value in logs.items():
+                    self.summary.scalar(
+                        f"evaluation_{name}_vs_iterations",
+                        value,
+                        step=self._keras_train_step(),
+                    )
+        super().on_test_end({})
+
+    # === Keras internals: the only private attributes used ===
+    # `keras.callbacks.TensorBoard` keeps the step of batch summaries in
+    # `_global_train_batch` (set to 0 by `on_train_begin`, incremented by
+    # `on_train_batch_begin`, read by `on_train_batch_end` and the
+    # profiler) and writes validation summaries with `_val_writer`.
+    # tests/callbacks_test.py (`test_keras_internals`) fails if either
+    # changes in a new Keras.
+
+    def _keras_train_step(self):
+        return int(self._global_train_batch)
+
+    def _set_keras_train_step(self, step):
+        self._global_train_batch = int(step)
+
+    def _keras_validation_writer(self):
+        return self._val_writer
