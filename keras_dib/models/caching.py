@@ -48,7 +48,8 @@ def as_arrays(x, y, batch_size, kwargs, materialize):
     Arrays are returned as such. Datasets are read into memory once when
     `materialize` is True (for the prefix cache), otherwise None is
     returned. `validation_split` becomes `validation_data` (the last
-    fraction, as in Keras); `kwargs` is returned without the consumed keys.
+    fraction, as in Keras, and ignored like there when `validation_data`
+    is given); `kwargs` is returned without the consumed keys.
     """
     kwargs = dict(kwargs)
     if isinstance(x, np.ndarray) or keras.ops.is_tensor(x):
@@ -64,10 +65,10 @@ def as_arrays(x, y, batch_size, kwargs, materialize):
     else:
         return None, batch_size, kwargs
     split = kwargs.pop("validation_split", None)
-    if split:
+    if split and kwargs.get("validation_data") is None:
+        # As in Keras: `validation_data`, when given, overrides the split.
         cut = int(len(arrays[0]) * (1.0 - split))
-        if kwargs.get("validation_data") is None:
-            kwargs["validation_data"] = tuple(a[cut:] for a in arrays)
+        kwargs["validation_data"] = tuple(a[cut:] for a in arrays)
         arrays = [a[:cut] for a in arrays]
     validation = kwargs.get("validation_data")
     if materialize and validation is not None:

@@ -158,3 +158,19 @@ class PrefixCacheTest(TestCase):
         self.assertEqual(len(arrays[0]), 30)
         self.assertAllClose(kwargs["validation_data"][0], x[30:])
         self.assertNotIn("validation_split", kwargs)
+
+    def test_as_arrays_validation_data_overrides_split(self):
+        # As in Keras: with `validation_data`, the split is ignored and
+        # every sample trains.
+        x, y = _data(n=40)
+        validation = (x[:8], y[:8])
+        arrays, _, kwargs = caching.as_arrays(
+            x,
+            y,
+            None,
+            {"validation_split": 0.25, "validation_data": validation},
+            materialize=True,
+        )
+        self.assertEqual(len(arrays[0]), 40)
+        self.assertIs(kwargs["validation_data"][0], validation[0])
+        self.assertNotIn("validation_split", kwargs)
