@@ -38,35 +38,127 @@ def _json_default(value):
     raise TypeError(f"Cannot store {type(value).__name__} in a checkpoint")
 
 
+# The metadata a checkpoint must hold, and the type of each value.
+_META_TYPES = {
+    "fingerprint": dict,
+    "num_model_variables": int,
+    "num_optimizer_variables": int,
+    "position": int,
+    "stage": (int, type(None)),
+    "seed": int,
+    "epochs_done": int,
+    "history": dict,
+    "block_histories": list,
+    "stage_history": dict,
+}
+
+# Fingerprint entries a fit may change on request (`resume=
+# "allow_changes"`): the run's data and hyperparameters. The others
+# (schedule, epochs, batch size, variable shapes) fix what the checkpoint
+# means and always have to match.
+CHANGEABLE = ("data", "objective", "optimizer")
+
+RESUME_MODES = ("strict", "allow_changes")
+
+
+def normalize(value):
+    """`value` as it reads back from a checkpoint's JSON (lists, not
+    tuples; NumPy scalars as Python numbers; other objects as strings)."""
+
+    def default(item):
+        try:
+            return _json_default(item)
+        except TypeError:
+            return str(item)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _first_difference(key, saved, expected):
+    """`(path, saved, expected)` of the first differing nested entry."""
+    if isinstance(saved, dict) and isinstance(expected, dict):
+        for name in list(expected) + [k for k in saved if k not in expected]:
+            if saved.get(name) != expected.get(name):
+                return _first_difference(
+                    f"{key}.{name}", saved.get(name), expected.get(name)
+                )
+    return key, saved, expected
+
+
 class FitCheckpoint:
     """Reads and atomically writes the checkpoint of one greedy fit.
 
     Args:
-        directory: folder of the checkpoint; created when missing.
+        directory: folder of the checkpoint; created when missing (see
+            `prepare`).
         fingerprint: dict describing the fit (schedule, epochs per block,
-            variable shapes); a checkpoint written by a different fit is
-            refused instead of silently mixed in.
+            batch size, variable shapes, data, objective and optimizer
+            configs); a checkpoint written by a different fit is refused
+            instead of silently mixed in.
+        resume: `"strict"` (default): any difference is refused;
+            `"allow_changes"`: differences in the `CHANGEABLE` entries are
+            accepted.
     """
 
-    def __init__(self, directory, fingerprint):
-        if not isinstance(directory, (str, os.PathLike)):
+    def __init__(self, directory, fingerprint, resume="strict"):
+        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(
+            directory
+        ):
             raise ValueError(
                 "`checkpoint_dir` should be a folder path. Received: "
                 f"checkpoint_dir={directory!r}"
             )
+        if resume not in RESUME_MODES:
+            raise ValueError(
+                f"`resume` should be one of {RESUME_MODES}. Received: "
+                f"resume={resume!r}"
+            )
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, FILENAME)
-        self.fingerprint = fingerprint
+        self.fingerprint = normalize(fingerprint)
+        self.resume = resume
+
+    def prepare(self):
+        """Creates the folder and writes a probe file, before training.
+
+        Raises:
+            ValueError: naming the path, when the folder cannot be created
+                or written to (an existing file, a folder under a file, no
+                permission...).
+        """
+        probe = f"{self.path}.tmp-probe-{os.getpid()}"
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            with open(probe, "wb") as file:
+                file.write(b"probe")
+            os.remove(probe)
+        except OSError as error:
+            raise ValueError(
+                f"`checkpoint_dir` {self.directory!r} cannot be used: "
+                f"{error.strerror or error} ({type(error).__name__}). Pass "
+                "a writable folder path (created when missing)."
+            ) from error
 
     # === Reading ===
 
     def load(self):
-        """Returns the saved state, or None when there is no checkpoint."""
+        """Returns the saved state, or None when there is no checkpoint.
+
+        Every piece of metadata is checked before anything is returned,
+        so a checkpoint that cannot be resumed is refused before any
+        variable is assigned.
+
+        Raises:
+            CheckpointError: for an unreadable file, another format
+                version, missing or malformed metadata, or a checkpoint of
+                a different fit.
+        """
         if not os.path.exists(self.path):
             return None
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 meta = json.loads(str(archive["meta"]))
+                self._check_meta(meta)
                 model_values = [
                     archive[f"model_{i}"]
                     for i in range(meta["num_model_variables"])
@@ -75,30 +167,65 @@ class FitCheckpoint:
                     archive[f"optimizer_{i}"]
                     for i in range(meta["num_optimizer_variables"])
                 ]
+        except CheckpointError:
+            raise
         except Exception as error:
             raise CheckpointError(
                 f"The checkpoint {self.path} cannot be read ({error}). It "
                 "was not written by keras_dib or was damaged after writing; "
                 "move it away to start the fit afresh."
             ) from error
+        meta["model_values"] = model_values
+        meta["optimizer_values"] = optimizer_values
+        return meta
+
+    def _check_meta(self, meta):
+        if not isinstance(meta, dict):
+            raise CheckpointError(
+                f"The checkpoint {self.path} has no metadata dict; move it "
+                "away to start the fit afresh."
+            )
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"The checkpoint {self.path} has format version "
                 f"{meta.get('format_version')!r}; this keras_dib reads "
                 f"version {FORMAT_VERSION}."
             )
+        for key, types in _META_TYPES.items():
+            if key not in meta:
+                raise CheckpointError(
+                    f"The checkpoint {self.path} lacks its {key!r} entry: it "
+                    "was damaged or written by another program. Move it "
+                    "away to start the fit afresh."
+                )
+            value = meta[key]
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise CheckpointError(
+                    f"The checkpoint {self.path} holds {key}={value!r}, not "
+                    "a value keras_dib writes: it was damaged. Move it away "
+                    "to start the fit afresh."
+                )
         for key, expected in self.fingerprint.items():
             received = meta["fingerprint"].get(key)
-            if received != expected:
-                raise CheckpointError(
-                    f"The checkpoint in {self.directory} belongs to a "
-                    f"different fit: its {key} is {received!r}, this fit's "
-                    f"is {expected!r}. Pass another `checkpoint_dir` (or "
-                    "delete this one) to start a new fit."
-                )
-        meta["model_values"] = model_values
-        meta["optimizer_values"] = optimizer_values
-        return meta
+            if received == expected or (
+                self.resume == "allow_changes" and key in CHANGEABLE
+            ):
+                continue
+            name, received, expected = _first_difference(
+                key, received, expected
+            )
+            allow = (
+                " (or pass `resume='allow_changes'` to continue it with "
+                "the change)"
+                if key in CHANGEABLE
+                else ""
+            )
+            raise CheckpointError(
+                f"The checkpoint in {self.directory} belongs to a "
+                f"different fit: its {name} is {received!r}, this fit's "
+                f"is {expected!r}. Pass another `checkpoint_dir` (or "
+                f"delete this one) to start a new fit{allow}."
+            )
 
     # === Writing ===
 
@@ -190,13 +317,22 @@ class ShuffledArrays(keras.utils.PyDataset):
     (NumPy, `tf.random`, `torch`), whose state a checkpoint cannot restore
     in a new process. This dataset draws each epoch's permutation from its
     own seed instead, so a resumed fit sees the batches an uninterrupted
-    fit would have seen.
+    fit would have seen. With `drop_remainder`, a final partial batch is
+    not served (the samples left out change with each epoch's order).
     """
 
     def __init__(
-        self, arrays, batch_size, seed, stage, initial_epoch, shuffle=True
+        self,
+        arrays,
+        batch_size,
+        seed,
+        stage,
+        initial_epoch,
+        shuffle=True,
+        drop_remainder=False,
     ):
         super().__init__()
+        self.drop_remainder = drop_remainder
         self.arrays = arrays
         self.batch_size = batch_size
         self.seed = seed
@@ -213,6 +349,8 @@ class ShuffledArrays(keras.utils.PyDataset):
         return generator.permutation(self.num_samples)
 
     def __len__(self):
+        if self.drop_remainder:
+            return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
     def __getitem__(self, index):

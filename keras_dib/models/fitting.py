@@ -175,8 +175,14 @@ def data_fingerprint(x, y, sample_weight=None):
 
 
 def _config(value):
+    """A serialized config without its `name` (Keras makes names unique
+    per process: `sgd`, `sgd_1`, ...; a name changes no computation)."""
     if hasattr(value, "get_config"):
-        return keras.saving.serialize_keras_object(value)
+        value = keras.saving.serialize_keras_object(value)
+    if isinstance(value, dict) and isinstance(value.get("config"), dict):
+        config = dict(value["config"])
+        config.pop("name", None)
+        value = {**value, "config": config}
     return value
 
 

@@ -17,8 +17,10 @@ from keras_dib import _compat
 from keras_dib.losses import local_objective
 from keras_dib.models import fitting
 from keras_dib.models import schedules
+from keras_dib.models import validation
 from keras_dib.models.heads import AuxiliaryHead
 from keras_dib.models.validation import NaNGuard
+from keras_dib.models.validation import WeightGuard
 from keras_dib.models.validation import check_model_arguments
 from keras_dib.models.validation import validate_fit_inputs
 
@@ -36,17 +38,22 @@ class _TermTrackers:
 
     Kept out of Keras' attribute tracking (a plain object), so trackers
     for new term names can be created at any stage change, after build.
+    `label_errors` counts out-of-range labels while a stage trains (a
+    hidden metric: `validation.check_labels_in_step`).
     """
 
     def __init__(self):
         self.trackers = {}
         self.active = []
+        self.label_errors = keras.metrics.Sum(name=validation.LABEL_ERRORS)
+        self.check_labels = False
 
-    def activate(self, names):
+    def activate(self, names, check_labels=False):
         for name in names:
             if name not in self.trackers:
                 self.trackers[name] = keras.metrics.Mean(name=name)
         self.active = [self.trackers[name] for name in names]
+        self.check_labels = check_labels
 
 
 @keras.saving.register_keras_serializable(package="keras_dib")
@@ -298,20 +305,28 @@ class GreedyLayerwiseModel(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        penalty = 0.0
+        if self._term_trackers.check_labels:
+            y, penalty = validation.check_labels_in_step(
+                y,
+                y_pred["logits"] if isinstance(y_pred, dict) else y_pred,
+                self._term_trackers.label_errors,
+            )
         if not isinstance(y_pred, dict):
-            return super().compute_loss(
+            loss = super().compute_loss(
                 x=x,
                 y=y,
                 y_pred=y_pred,
                 sample_weight=sample_weight,
                 training=training,
             )
+            return loss + ops.cast(penalty, loss.dtype)
         objective = self.objective
         weights = objective.term_weights
         if isinstance(x, dict) and "block_inputs" in x:
             x = x["inputs"]
         values = {name: [] for name in weights}
-        total = ops.zeros((), dtype="float32")
+        total = ops.zeros((), dtype="float32") + penalty
         for local in y_pred["local"]:
             terms = objective.compute_terms(
                 y,
@@ -348,7 +363,14 @@ class GreedyLayerwiseModel(keras.Model):
 
     @property
     def metrics(self):
-        return super().metrics + list(self._term_trackers.active)
+        trackers = self._term_trackers
+        hidden = [trackers.label_errors] if trackers.check_labels else []
+        return super().metrics + list(trackers.active) + hidden
+
+    def get_metrics_result(self):
+        results = super().get_metrics_result()
+        results.pop(validation.LABEL_ERRORS, None)
+        return results
 
     # === Stages ===
 
@@ -407,7 +429,9 @@ class GreedyLayerwiseModel(keras.Model):
         self._prefix_cached = bool(prefix_cached)
         schedule.set_trainable(self, self._stage)
         names = list(self.objective.term_weights)
-        self._term_trackers.activate(names if schedule.trains_locally else [])
+        self._term_trackers.activate(
+            names if schedule.trains_locally else [], check_labels=True
+        )
         with self._strategy_scope():
             if optimizer is not None:
                 config = keras.saving.deserialize_keras_object(config)
@@ -485,6 +509,7 @@ class GreedyLayerwiseModel(keras.Model):
         block_optimizer=None,
         checkpoint_dir=None,
         cache_prefix=False,
+        resume="strict",
         **kwargs,
     ):
         """Trains the model block by block (or with another schedule).
@@ -494,9 +519,18 @@ class GreedyLayerwiseModel(keras.Model):
         Args:
             x, y, batch_size, verbose, callbacks, **kwargs: as in
                 `keras.Model.fit`. Data is iterated once per block, so pass
-                arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`,
-                not a one-shot Python generator. Use a fixed batch size (the
-                entropy estimator's scale depends on it).
+                arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`
+                of `(images, labels)` batches (not dicts), not a one-shot
+                Python generator. Use a fixed batch size (the entropy
+                estimator's scale depends on it): with an objective that
+                has batch-level terms (any term beyond `cross_entropy`,
+                e.g. DIB's compression), batches of fewer than
+                `keras_dib.models.validation.MIN_BATCH_SIZE` (8) samples
+                are refused before training. With arrays, a final partial
+                batch smaller than that is dropped each epoch (which
+                samples it holds changes with the shuffle); a dataset
+                should drop its own (`batch(n, drop_remainder=True)`). A
+                `validation_split` must leave at least one batch.
             epochs: epochs per block: an integer for every block, or a list
                 of one integer per block (0 skips a block). An integer for
                 the other schedules.
@@ -519,8 +553,18 @@ class GreedyLayerwiseModel(keras.Model):
                 resumed fit ends with the same weights as an uninterrupted
                 one (same backend). A `tf.data.Dataset` or `PyDataset`
                 restarts its own order on resume. A checkpoint written by
-                a different fit (other schedule, epochs, batch size or
-                model) is refused, not overwritten.
+                a different fit is refused, not overwritten, naming the
+                difference: other schedule, epochs, batch size or model,
+                other data (arrays: sample count and a content hash of
+                images and labels; a `tf.data.Dataset`: cardinality and
+                element spec; a `PyDataset`: length and first batch's
+                shapes), objective config or optimizer config. The folder
+                is created and probed for writing before training.
+            resume: `"strict"` (default) or `"allow_changes"`: with
+                `checkpoint_dir`, resume even when the data, the objective
+                config or the optimizer config changed (say, a lower
+                learning rate after a divergence); the schedule, epochs,
+                batch size and model must still match.
             cache_prefix: bool, sequential schedule only. If True, the
                 frozen blocks' output for the whole training (and
                 validation) set is computed once per block instead of once
@@ -530,6 +574,12 @@ class GreedyLayerwiseModel(keras.Model):
                 at width 16, 2.6 GB). Datasets are read into memory once.
                 Only for data without random augmentation (the cache would
                 freeze one draw of it).
+
+        Every stage is guarded: a NaN or Inf loss stops it
+        (`FloatingPointError`, naming the block and the term), so do
+        non-finite weights or batch-normalization statistics at an epoch's
+        end (naming the variable; the checkpoint keeps the last good
+        epoch), and so do labels out of range in any batch (ValueError).
 
         Callbacks are called once per block for `on_train_begin/end`, as
         each block is an ordinary Keras `fit`; a `keras_dib.BlockCallback`
@@ -550,16 +600,16 @@ class GreedyLayerwiseModel(keras.Model):
         stages = schedule.stages(self, epochs)
         if not self.built:
             self._build_from_data(x)
-        validate_fit_inputs(
-            self, x, y, batch_size, kwargs.get("validation_data")
-        )
-        resume = fitting.Resume(
-            self,
-            checkpoint_dir,
-            self._fit_fingerprint(schedule, stages, batch_size),
-        )
+        floor = validation.min_batch_size(self, schedule)
+        validate_fit_inputs(self, x, y, batch_size, kwargs, floor)
+        fingerprint = None
+        if checkpoint_dir is not None:
+            fingerprint = self._fit_fingerprint(
+                schedule, stages, batch_size, x, y, kwargs
+            )
+        resume = fitting.Resume(self, checkpoint_dir, fingerprint, resume)
         data = fitting.StageData(
-            self, x, y, batch_size, kwargs, resume, cache_prefix, verbose
+            self, x, y, batch_size, kwargs, resume, cache_prefix, verbose, floor
         )
         history = resume.history()
         settings = {
@@ -615,8 +665,17 @@ class GreedyLayerwiseModel(keras.Model):
             batch_size=batch_size,
             epochs=stage.epochs,
             verbose=settings["verbose"],
-            callbacks=callbacks
-            + [NaNGuard(stage.label)]
+            # The weight guard runs first: no callback (the checkpoint's
+            # included) sees the weights of an epoch that broke them.
+            callbacks=[WeightGuard(stage.label, validation.stage_layers(self))]
+            + callbacks
+            + [
+                NaNGuard(
+                    stage.label,
+                    self._term_trackers.label_errors,
+                    self.num_classes,
+                )
+            ]
             + resume.callbacks(stage, history, stage_history),
             initial_epoch=initial_epoch,
             **stage_kwargs,
@@ -628,13 +687,12 @@ class GreedyLayerwiseModel(keras.Model):
         logs = {key: values[-1] for key, values in stage_history.items()}
         fitting.call_block_hook(callbacks, "on_block_end", stage.block, logs)
 
-    def _fit_fingerprint(self, schedule, stages, batch_size):
-        return {
-            "schedule": schedule.name,
-            "epochs": [stage.epochs for stage in stages],
-            "batch_size": batch_size,
-            "model_variable_shapes": [list(v.shape) for v in self.variables],
-        }
+    def _fit_fingerprint(
+        self, schedule, stages, batch_size, x=None, y=None, kwargs=None
+    ):
+        return fitting.fit_fingerprint(
+            self, schedule, stages, batch_size, x, y, kwargs or {}
+        )
 
     def _print_stage(self, stage, verbose, initial_epoch=0):
         if verbose == 0:
@@ -649,6 +707,17 @@ class GreedyLayerwiseModel(keras.Model):
         print(self._schedule.describe(self, stage, count), flush=True)
 
     # === Config ===
+
+    def save(self, filepath, *args, **kwargs):
+        """As `keras.Model.save`, to a `.keras` file.
+
+        Raises:
+            ValueError: for a `.h5`/`.hdf5` path: the legacy HDF5 format
+                writes the file but no backend can load it back (use
+                `.keras`, or `save_weights("....weights.h5")`).
+        """
+        validation.check_save_path(filepath)
+        return super().save(filepath, *args, **kwargs)
 
     def get_config(self):
         config = {

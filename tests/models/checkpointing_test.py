@@ -18,6 +18,7 @@ from keras_dib.models.checkpointing import FILENAME
 from keras_dib.models.checkpointing import CheckpointError
 from keras_dib.testing import TestCase
 from tests.models import resume_worker
+from tests.models.validation_test import exploding_optimizers
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 NUM_CLASSES = 3
@@ -284,6 +285,120 @@ class CheckpointInProcessTest(TestCase):
             callbacks=[counter],
         )
         self.assertEqual(counter.batches, 0)
+
+    def _fit_again(self, checkpoint_dir, model=None, x=None, y=None, **kw):
+        counter = CountBatches()
+        self._fit(
+            model or _model(), checkpoint_dir, x, y, callbacks=[counter], **kw
+        )
+        return counter.batches
+
+    def test_a_changed_run_is_refused(self):
+        checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
+        self._fit(_model(), checkpoint_dir)
+        saved = self._checkpoint_bytes(checkpoint_dir)
+        x, y = _data()
+        other_labels = (y + 1) % NUM_CLASSES
+        changed_model = _model()
+        changed_model.compile(
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=keras_dib.DIB(alpha=2.0, beta=0.02),
+        )
+        changed_optimizer = _model()
+        changed_optimizer.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras_dib.DIB(alpha=2.0, beta=0.01),
+        )
+        changes = {
+            "new images": (None, x + 0.5, y, "data"),
+            "other labels": (None, x, other_labels, "data"),
+            "fewer samples": (None, x[:32], y[:32], "data.num_samples"),
+            "another beta": (changed_model, x, y, "objective"),
+            "another learning rate": (changed_optimizer, x, y, "optimizer"),
+        }
+        for name, (model, new_x, new_y, key) in changes.items():
+            with self.assertRaisesRegex(
+                CheckpointError, f"different fit: its {key}", msg=name
+            ):
+                self._fit_again(checkpoint_dir, model, new_x, new_y)
+            self.assertEqual(
+                self._checkpoint_bytes(checkpoint_dir), saved, msg=name
+            )
+        # Accepted on request: the finished fit is not repeated.
+        batches = self._fit_again(
+            checkpoint_dir, None, x + 0.5, y, resume="allow_changes"
+        )
+        self.assertEqual(batches, 0)
+        # The structure of the fit must still match.
+        with self.assertRaisesRegex(CheckpointError, "different fit"):
+            self._fit_again(
+                checkpoint_dir, epochs=[2, 2], resume="allow_changes"
+            )
+        with self.assertRaisesRegex(ValueError, "`resume` should be"):
+            self._fit_again(checkpoint_dir, resume="yes")
+
+    def test_a_changed_dataset_is_refused(self):
+        x, y = _data()
+        checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
+        model = _model()
+        model.fit(
+            PairBatches(x, y, batch_size=16),
+            epochs=[1, 1],
+            verbose=0,
+            checkpoint_dir=checkpoint_dir,
+        )
+        for name, dataset in (
+            ("fewer batches", PairBatches(x[:32], y[:32], batch_size=16)),
+            ("other batch size", PairBatches(x, y, batch_size=8)),
+        ):
+            with self.assertRaisesRegex(
+                CheckpointError, "different fit: its data", msg=name
+            ):
+                _model().fit(
+                    dataset,
+                    epochs=[1, 1],
+                    verbose=0,
+                    checkpoint_dir=checkpoint_dir,
+                )
+
+    def test_checkpoint_without_seed_is_refused_before_assigning(self):
+        checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
+        self._fit(_model(), checkpoint_dir, epochs=[1, 0])
+        path = os.path.join(checkpoint_dir, FILENAME)
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive}
+        meta = json.loads(str(arrays["meta"]))
+        del meta["seed"]
+        arrays["meta"] = np.array(json.dumps(meta))
+        with open(path, "wb") as file:
+            np.savez(file, **arrays)
+        model = _model()
+        before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+        with self.assertRaisesRegex(CheckpointError, "'seed'"):
+            self._fit(model, checkpoint_dir, epochs=[1, 0])
+        for expected, variable in zip(before, model.variables):
+            self.assertAllClose(variable, expected)
+
+    def test_non_finite_weights_keep_the_last_good_checkpoint(self):
+        # Block 1's 4th step (its last, in its 2nd epoch) explodes: the
+        # checkpoint of epoch 1 is kept, not replaced by broken weights.
+        checkpoint_dir = os.path.join(self.get_temp_dir(), "checkpoint")
+        x, y = _data(32)
+        with self.assertRaisesRegex(FloatingPointError, "Block 1/2"):
+            self._fit(
+                _model(),
+                checkpoint_dir,
+                x,
+                y,
+                epochs=[2, 1],
+                block_optimizer=exploding_optimizers(3),
+            )
+        with np.load(os.path.join(checkpoint_dir, FILENAME)) as archive:
+            meta = json.loads(str(archive["meta"]))
+            for key in archive:
+                if key != "meta":
+                    self.assertTrue(np.all(np.isfinite(archive[key])), key)
+        self.assertEqual((meta["position"], meta["epochs_done"]), (0, 1))
 
     def test_bad_checkpoint_dir(self):
         with self.assertRaisesRegex(ValueError, "checkpoint_dir"):
