@@ -14,6 +14,7 @@ MODULES = [
     keras_dib.ops,
     keras_dib.datasets,
     keras_dib.analysis,
+    keras_dib.callbacks,
 ]
 EXPORTS = [
     (module.__name__, name, getattr(module, name))
