@@ -78,6 +78,7 @@ from absl import flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import benchmark_common as bench  # noqa: E402
 import common  # noqa: E402

@@ -14,7 +14,7 @@ import keras
 
 from keras_dib.models.fitting import BlockCallback
 
-__all__ = ["TensorBoard"]
+__all__ = ["BlockCallback", "TensorBoard"]
 
 
 class _Summary:
