@@ -20,7 +20,7 @@ ways (`--mode`):
 
 `--architecture resnet --depth 18` trains a CIFAR-style ResNet-18 instead.
 
-CIFAR-10 is where greedy training struggles most (see `BASELINES.md`):
+CIFAR-10 is where greedy training struggles most (see benchmarks/RESULTS.md):
 turn on `--augment` (pad-4 random crops and horizontal flips, done in the
 input pipeline so that the train step stays jit-compiled) for a fair
 comparison with end-to-end training.

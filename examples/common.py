@@ -5,7 +5,7 @@ thin wrappers around `main` below; `benchmarks/accuracy.py` reuses the data,
 model and training helpers, so that the examples and the benchmark train
 exactly the same way.
 
-The recipe (the one of `BASELINES.md`): VGG-11 with batch normalization,
+The recipe: VGG-11 with batch normalization,
 inputs standardised per channel, SGD with momentum 0.9 and weight decay
 5e-4, and a cosine learning-rate decay that restarts for every block of a
 greedy run (the model rebuilds its optimizer from the compile config at the

@@ -53,7 +53,7 @@ _LABEL_MODES = ("fine", "coarse")
 OFFICIAL_COUNTS = {"train": 50000, "test": 10000}
 # The official batches label themselves "training batch 1 of 5", ...
 _OFFICIAL_BATCH_LABEL = re.compile(rb"^(training|testing) batch \d+ of \d+$")
-# The CIFAR-10 JPEG copy (../shared/data/cifar10): both archives needed.
+# A class-per-folder JPEG copy of CIFAR-10 in two archives: both needed.
 _JPEG_COPY_ARCHIVES = (
     "CIFAR-10-images_train.zip",
     "CIFAR-10-images_test.zip",
@@ -341,7 +341,7 @@ def load_cifar10(data_dir=None, *, cache=True):
 
     ```python
     (x_train, y_train), (x_test, y_test) = keras_dib.datasets.load_cifar10(
-        "../shared/data/cifar10"
+        "data/cifar10"
     )
     ```
     """
@@ -438,7 +438,7 @@ def cifar10(
 
     ```python
     train, test = keras_dib.datasets.cifar10(
-        "../shared/data/cifar10", augment=True
+        "data/cifar10", augment=True
     )
     model.fit(train, validation_data=test, epochs=10)
     ```

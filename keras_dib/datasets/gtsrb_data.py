@@ -5,7 +5,7 @@ would shadow a module of that name.)
 
 Reads the official layout, as folders or inside zips (the official
 `GTSRB_Final_Training_Images.zip`, `GTSRB_Final_Test_Images.zip` and
-`GTSRB_Final_Test_GT.zip`, or the 32x32 copies in `../shared/data/gtsrb`):
+`GTSRB_Final_Test_GT.zip`, or 32x32 copies of them):
 
 - `Final_Training/Images/NNNNN/TTTTT_IIIII.ppm` with `GT-NNNNN.csv` per
   class folder (`;`-separated, `ClassId` column); file `TTTTT_IIIII.ppm` is
@@ -278,7 +278,7 @@ def load_gtsrb(data_dir=None, *, cache=True):
 
     Args:
         data_dir: a folder holding the official zips (or the 32x32 copies
-            in `../shared/data/gtsrb`), an extracted `GTSRB/` tree, or its
+            of them), an extracted `GTSRB/` tree, or its
             parent. Default None: `$KERAS_DIB_DATA/gtsrb`, else the Keras
             cache (`~/.keras/datasets/gtsrb`), else the three official zips
             are downloaded there (MD5 checked).
@@ -304,7 +304,7 @@ def load_gtsrb(data_dir=None, *, cache=True):
 
     ```python
     (x_train, y_train, tracks), (x_test, y_test) = (
-        keras_dib.datasets.load_gtsrb("../shared/data/gtsrb")
+        keras_dib.datasets.load_gtsrb("data/gtsrb")
     )
     ```
     """
@@ -384,7 +384,7 @@ def gtsrb(
 
     ```python
     train, val, test = keras_dib.datasets.gtsrb(
-        "../shared/data/gtsrb", augment=True, validation_split=0.1
+        "data/gtsrb", augment=True, validation_split=0.1
     )
     model.fit(train, validation_data=val, epochs=10)
     ```
