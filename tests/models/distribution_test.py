@@ -48,7 +48,8 @@ print("MATCH")
 # subprocess). The model is built and compiled in `strategy.scope()`; `fit`
 # runs inside and outside it (the per-block optimizers must still be
 # mirrored). The objective adds a per-sample regulariser, which must be
-# scaled per replica like the cross-entropy. No batch normalization and no
+# scaled per replica like the cross-entropy. No batch normalization (in the
+# blocks, nor in the heads' convolutions: head_conv_filters=None) and no
 # Gram-matrix term: per-replica batch statistics and per-replica Gram
 # matrices (DIB) are other estimators than the full batch's.
 MIRRORED_SCRIPT = r"""
@@ -79,7 +80,7 @@ def run(strategy, fit_in_scope):
     with strategy.scope():
         model = keras_dib.build_vgg(11, num_classes=3, input_shape=(32, 32, 3),
                                     width=4, granularity="stage",
-                                    batch_norm=False)
+                                    batch_norm=False, head_conv_filters=None)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=SquaredFeatures(beta=0.1))
     fit = lambda: model.fit(x, y, batch_size=8, epochs=[1, 1, 0, 0, 1],
