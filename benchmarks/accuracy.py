@@ -132,6 +132,14 @@ flags.DEFINE_integer(
     "(0: train on everything, report test accuracy).",
 )
 flags.DEFINE_string(
+    "select_depth",
+    None,
+    "Greedy modes, with --validation_size: `fit(select_depth=...)` (e.g. "
+    "val_accuracy) chooses the depth on the validation split, and the "
+    "record reports the TEST accuracy of the selected network (the test "
+    "set used once, for reporting).",
+)
+flags.DEFINE_string(
     "variant_name",
     "baseline",
     "Label of the recipe variant, recorded in every JSON line.",
@@ -415,6 +423,12 @@ def main(argv):
         raise app.UsageError(
             f"--modes should be among {common.MODES}. Received: {unknown}"
         )
+    if FLAGS.select_depth and not FLAGS.validation_size:
+        raise app.UsageError(
+            "--select_depth chooses on a validation split: give "
+            f"--validation_size too. Received: --select_depth="
+            f"{FLAGS.select_depth} without it."
+        )
     depth = FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
     if FLAGS.plot_variants:
         plot_from_jsonl(
@@ -439,6 +453,7 @@ def main(argv):
                 "final_head": FLAGS.final_head,
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,
+                "select_depth": FLAGS.select_depth,
                 "batch_size": 128,
                 "alpha": FLAGS.alpha,
                 "beta": FLAGS.beta,
@@ -467,7 +482,11 @@ def main(argv):
             )
             # With a validation split, everything is measured on it and the
             # test set is not reported (recipes are chosen on validation).
-            validating = validation_pipeline is not None
+            # With --select_depth the validation split only chooses the
+            # depth, and the test set is reported.
+            validating = (
+                validation_pipeline is not None and not FLAGS.select_depth
+            )
             split = "validation" if validating else "test"
             eval_pipeline = validation_pipeline if validating else test_pipeline
             if mode == "end_to_end":
@@ -494,6 +513,10 @@ def main(argv):
                 "best_block": None
                 if block_accuracy is None
                 else int(np.argmax(block_accuracy)) + 1,
+                "inference_blocks": summary["inference_blocks"],
+                "validation_accuracy_at_selection": summary[
+                    "validation_accuracy"
+                ],
                 "block_train_accuracy": [
                     round(b["accuracy"][-1], 4)
                     for b in summary["block_history"]
@@ -504,8 +527,9 @@ def main(argv):
                 "wall_time_s": summary["wall_time_s"],
                 # Training seconds (per-epoch evaluations excluded) and the
                 # evaluated split's accuracy at the end of every epoch.
-                f"epoch_{split}_curve": curve,
-                f"seconds_to_{split}_accuracy": curve
+                # The curve is of the split evaluated while training.
+                f"epoch_{summary['monitored'] or split}_curve": curve,
+                f"seconds_to_{summary['monitored'] or split}_accuracy": curve
                 and seconds_to_accuracy(curve, THRESHOLDS[FLAGS.dataset]),
                 "images_per_s": summary["images_per_s"],
                 "settings": {
@@ -520,7 +544,7 @@ def main(argv):
             print(line, flush=True)
             with open(jsonl, "a") as f:
                 f.write(line + "\n")
-    if FLAGS.validation_size:
+    if FLAGS.validation_size and not FLAGS.select_depth:
         return
     plot(
         [r for r in records if r["seed"] == records[0]["seed"]],

@@ -148,6 +148,13 @@ def define_flags(dataset):
         "whole tracks for GTSRB) as a validation set for model selection "
         "(0: none).",
     )
+    flags.DEFINE_string(
+        "select_depth",
+        None,
+        "Greedy modes, with --validation_size: keep the network truncated "
+        "at the block whose head scores best on this validation metric "
+        "(`fit(select_depth=...)`, e.g. val_accuracy).",
+    )
     flags.DEFINE_integer("epochs_per_block", 2, "Epochs per greedy block.")
     flags.DEFINE_integer("epochs", 30, "Epochs of end-to-end training.")
     flags.DEFINE_integer("batch_size", 128, "Training batch size.")
@@ -516,6 +523,7 @@ def train(
     cache_prefix=False,
     validation_pipeline=None,
     callbacks=(),
+    select_depth=None,
 ):
     """Fits `model` greedily, simultaneously or end to end.
 
@@ -524,7 +532,8 @@ def train(
 
     `cache_prefix` (greedy modes only) computes the frozen blocks' output
     once per block; `validation_pipeline` is evaluated after every epoch
-    (through the auxiliary head of the block being trained).
+    (through the auxiliary head of the block being trained);
+    `select_depth` (greedy modes) is `fit`'s.
 
     Returns:
         `(history, wall_time_seconds)`.
@@ -547,6 +556,7 @@ def train(
             epochs=epochs_per_block,
             verbose=verbose,
             cache_prefix=cache_prefix,
+            select_depth=select_depth,
             **kwargs,
         )
     return history, time.perf_counter() - start
@@ -651,6 +661,12 @@ def check_settings(settings):
                 f"`--{name}` should be >= 0 (0: all). Received: "
                 f"--{name}={settings[name]}"
             )
+    if settings.get("select_depth") and not settings.get("validation_size"):
+        raise ValueError(
+            "`--select_depth` chooses on a validation split: give "
+            "`--validation_size` too. Received: "
+            f"--select_depth={settings['select_depth']} without it."
+        )
 
 
 def settings_from_flags(flag_values):
@@ -667,6 +683,7 @@ def settings_from_flags(flag_values):
         "final_head",
         "cache_prefix",
         "validation_size",
+        "select_depth",
         "epochs_per_block",
         "epochs",
         "batch_size",
@@ -797,6 +814,9 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         cache_prefix=s["cache_prefix"],
         validation_pipeline=monitored,
         callbacks=[clock],
+        select_depth=s.get("select_depth")
+        if s["mode"] in GREEDY_MODES
+        else None,
     )
     # Per-epoch evaluations are not training time.
     wall_time -= clock.evaluation_seconds
@@ -837,6 +857,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
             total_epochs * steps * s["batch_size"] / wall_time, 1
         ),
         "block_history": block_history(history),
+        "inference_blocks": getattr(model, "inference_blocks", None),
         "settings": dict(s),
         "backend": keras.backend.backend(),
         "device": device_description(),

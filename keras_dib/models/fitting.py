@@ -7,6 +7,8 @@
 - `StageData`: the data one stage trains on (user data as it is, arrays in
   a restorable order, or the frozen prefix's cached output).
 - `FitHistory`: every stage's History merged into one Keras History.
+- `check_select_depth` / `select_depth`: keeping the network truncated at
+  the block with the best validation metric.
 - `BlockCallback`: the base class of callbacks with block hooks.
 """
 
@@ -23,8 +25,16 @@ from keras_dib.models import validation
 _HASH_SAMPLE = 2**20
 
 
-def check_fit_arguments(model, schedule, block_optimizer, cache_prefix, kwargs):
-    """Raises a clear ValueError for fit arguments that cannot work."""
+def check_fit_arguments(
+    model, schedule, block_optimizer, cache_prefix, kwargs, callbacks=None
+):
+    """Raises a clear ValueError for fit arguments that cannot work.
+
+    Also refuses a callback that monitors a validation metric (`monitor`
+    starting with `"val_"`, as `keras.callbacks.EarlyStopping` or
+    `ModelCheckpoint`) when `fit` gets no validation data: Keras would only
+    warn, and the callback would silently do nothing.
+    """
     if not model.compiled:
         raise ValueError(
             "You must call `compile()` before `fit()`, for example "
@@ -55,6 +65,89 @@ def check_fit_arguments(model, schedule, block_optimizer, cache_prefix, kwargs):
             "then are earlier blocks frozen). Received: "
             f"schedule={schedule.name!r}"
         )
+    if not _has_validation(kwargs):
+        for callback in callbacks or []:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("val_"):
+                raise ValueError(
+                    f"The callback {type(callback).__name__} monitors "
+                    f"{monitor!r}, but `fit` has no validation data: pass "
+                    "`validation_data` or `validation_split`. Received "
+                    "neither."
+                )
+
+
+def _has_validation(kwargs):
+    return kwargs.get("validation_data") is not None or bool(
+        kwargs.get("validation_split")
+    )
+
+
+def check_select_depth(select_depth, schedule, kwargs):
+    """Raises a clear ValueError for a `select_depth` that cannot work."""
+    if select_depth is None:
+        return
+    if not isinstance(select_depth, str) or not select_depth.startswith("val_"):
+        raise ValueError(
+            "`select_depth` should be None or the name of a validation "
+            "metric, such as 'val_accuracy' or 'val_loss'. Received: "
+            f"select_depth={select_depth!r}"
+        )
+    if not getattr(schedule, "trains_blocks_in_turn", False):
+        raise ValueError(
+            "`select_depth` needs a schedule that trains the blocks in "
+            "turn (schedule='sequential'), so that each block's validation "
+            "metric is its own head's. Received: "
+            f"schedule={schedule.name!r}"
+        )
+    if not _has_validation(kwargs):
+        raise ValueError(
+            f"`select_depth={select_depth!r}` chooses the depth on "
+            "validation data: pass `validation_data` or "
+            "`validation_split`. Received neither."
+        )
+
+
+def select_depth(fit_history, monitor):
+    """The block whose validation `monitor` was best when it finished.
+
+    Each block's score is the last value of `monitor` logged while it was
+    the block being trained (its own head's metric). Metrics whose name
+    contains `"loss"` are minimised, others maximised (as
+    `keras.callbacks.EarlyStopping`'s `mode="auto"`); on ties the shallower
+    block wins.
+
+    Args:
+        fit_history: the fit's `FitHistory`.
+        monitor: a validation metric name, e.g. `"val_accuracy"`.
+
+    Returns:
+        `(block, scores)`: the 0-based index of the chosen block and a dict
+        `{block: score}` of every trained block.
+
+    Raises:
+        ValueError: if no block logged `monitor` (naming the logged
+            metrics).
+    """
+    scores = {}
+    position = 0
+    blocks = fit_history.merged["block"]
+    for stage_history in fit_history.block_histories:
+        num_epochs = _num_epochs(stage_history)
+        block = blocks[position] if num_epochs else None
+        position += num_epochs
+        values = stage_history.get(monitor)
+        if block is not None and block >= 0 and values:
+            scores[block] = float(values[-1])
+    if not scores:
+        logged = sorted(fit_history.merged)
+        raise ValueError(
+            f"`select_depth={monitor!r}`: no block logged {monitor!r}. "
+            f"Logged metrics: {logged}"
+        )
+    sign = -1.0 if "loss" in monitor else 1.0
+    best = max(sorted(scores), key=lambda block: sign * scores[block])
+    return best, scores
 
 
 class BlockCallback(keras.callbacks.Callback):
@@ -97,6 +190,10 @@ class BlockCallback(keras.callbacks.Callback):
         """
 
 
+def _num_epochs(stage_history):
+    return max((len(values) for values in stage_history.values()), default=0)
+
+
 def call_block_hook(callbacks, hook, block, logs):
     for callback in callbacks:
         method = getattr(callback, hook, None)
@@ -113,11 +210,11 @@ class FitHistory:
 
     def add(self, stage, stage_history):
         self.block_histories.append(dict(stage_history))
-        num_epochs = 0
         for key, values in stage_history.items():
             self.merged.setdefault(key, [])
             self.merged[key].extend(values)
-            num_epochs = len(values)
+        # Validation metrics are shorter with `validation_freq` > 1.
+        num_epochs = _num_epochs(stage_history)
         block = stage.block if stage.block is not None else -1
         self.merged["block"].extend([block] * num_epochs)
 

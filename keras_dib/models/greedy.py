@@ -25,6 +25,21 @@ from keras_dib.models.validation import check_model_arguments
 from keras_dib.models.validation import validate_fit_inputs
 
 
+def _check_inference_blocks(inference_blocks, num_blocks):
+    if inference_blocks is None:
+        return
+    if (
+        isinstance(inference_blocks, bool)
+        or not isinstance(inference_blocks, (int, np.integer))
+        or not 1 <= inference_blocks <= num_blocks
+    ):
+        raise ValueError(
+            f"`inference_blocks` should be None or an integer in "
+            f"1..{num_blocks} (the number of blocks). Received: "
+            f"inference_blocks={inference_blocks!r}"
+        )
+
+
 def _serialize_list(layers):
     return [keras.saving.serialize_keras_object(layer) for layer in layers]
 
@@ -102,6 +117,10 @@ class GreedyLayerwiseModel(keras.Model):
         input_shape: optional tuple, the shape of one input sample (without
             batch axis). If given, the model is built at once; otherwise on
             the first batch of `fit`.
+        inference_blocks: optional int in `1..len(blocks)`: the number of
+            blocks the inference network uses, classified by the last
+            one's training head (see `fit(select_depth=...)`). Defaults to
+            None (every block and `head`).
         **kwargs: base `keras.Model` arguments (`name`, ...).
 
     Example:
@@ -143,9 +162,11 @@ class GreedyLayerwiseModel(keras.Model):
         auxiliary_heads=None,
         num_classes=None,
         input_shape=None,
+        inference_blocks=None,
         **kwargs,
     ):
         check_model_arguments(blocks, head, auxiliary_heads, num_classes)
+        _check_inference_blocks(inference_blocks, len(blocks))
         if auxiliary_heads is None:
             auxiliary_heads = [
                 AuxiliaryHead(num_classes, name=f"auxiliary_head_{index}")
@@ -159,6 +180,7 @@ class GreedyLayerwiseModel(keras.Model):
         self.auxiliary_heads = list(auxiliary_heads)
         self.num_classes = num_classes
         self._input_shape_arg = input_shape
+        self._inference_blocks = inference_blocks
         # Training state: read in `call`/`compute_loss`, so it is baked into
         # each traced step and only ever changed by `enter_stage` and
         # `exit_stage`, together with a recompile.
@@ -181,6 +203,25 @@ class GreedyLayerwiseModel(keras.Model):
     def training_heads(self):
         """The head through which each block is trained (last: `head`)."""
         return self.auxiliary_heads + [self.head]
+
+    @property
+    def inference_blocks(self):
+        """Blocks the inference network uses (None: all, with `head`).
+
+        Set by `fit(select_depth=...)`, or by hand; inference then runs
+        `blocks[:n]` and `training_heads[n - 1]`. Saved with the model.
+        """
+        return self._inference_blocks
+
+    @inference_blocks.setter
+    def inference_blocks(self, value):
+        _check_inference_blocks(value, self.num_blocks)
+        self._inference_blocks = None if value is None else int(value)
+        # The traced steps bake the depth in: trace them again (as
+        # `compile` does).
+        self.train_function = None
+        self.test_function = None
+        self.predict_function = None
 
     @property
     def stage(self):
@@ -275,10 +316,14 @@ class GreedyLayerwiseModel(keras.Model):
 
     def call(self, inputs, training=None):
         if self._stage is None or not self._schedule.trains_locally:
+            # End-to-end training (a stage) trains the whole network.
+            depth = (self._stage is None and self._inference_blocks) or (
+                self.num_blocks
+            )
             x = inputs
-            for block in self.blocks:
+            for block in self.blocks[:depth]:
                 x = block(x, training=training)
-            return self.head(x, training=training)
+            return self.training_heads[depth - 1](x, training=training)
         return self._schedule.forward(
             self,
             inputs,
@@ -510,6 +555,7 @@ class GreedyLayerwiseModel(keras.Model):
         checkpoint_dir=None,
         cache_prefix=False,
         resume="strict",
+        select_depth=None,
         **kwargs,
     ):
         """Trains the model block by block (or with another schedule).
@@ -574,6 +620,17 @@ class GreedyLayerwiseModel(keras.Model):
                 at width 16, 2.6 GB). Datasets are read into memory once.
                 Only for data without random augmentation (the cache would
                 freeze one draw of it).
+            select_depth: optional validation metric name, such as
+                `"val_accuracy"` (maximised) or `"val_loss"` (minimised;
+                any name containing "loss"). Sequential schedule, with
+                `validation_data` or `validation_split`. After the fit,
+                the inference network keeps the blocks up to the one whose
+                own head scored best on it when that block finished
+                (`inference_blocks`; ties go to the shallower network), so
+                the deep blocks' decline is cut off. The choice is printed,
+                saved with the model and returned in
+                `history.params["inference_blocks"]`. Defaults to None
+                (the inference network keeps its depth).
 
         Every stage is guarded: a NaN or Inf loss stops it
         (`FloatingPointError`, naming the block and the term), so do
@@ -594,8 +651,9 @@ class GreedyLayerwiseModel(keras.Model):
         """
         schedule = schedules.get(schedule)
         fitting.check_fit_arguments(
-            self, schedule, block_optimizer, cache_prefix, kwargs
+            self, schedule, block_optimizer, cache_prefix, kwargs, callbacks
         )
+        fitting.check_select_depth(select_depth, schedule, kwargs)
         kwargs.pop("initial_epoch", None)
         stages = schedule.stages(self, epochs)
         if not self.built:
@@ -634,7 +692,21 @@ class GreedyLayerwiseModel(keras.Model):
         params = {
             "epochs": [stage.epochs for stage in stages],
             "schedule": schedule.name,
+            "inference_blocks": self.inference_blocks,
         }
+        if select_depth is not None:
+            block, scores = fitting.select_depth(history, select_depth)
+            self.inference_blocks = block + 1
+            params["inference_blocks"] = block + 1
+            params["depth_scores"] = scores
+            if verbose != 0:
+                print(
+                    f"Depth selection on {select_depth}: the network keeps "
+                    f"{block + 1} of {self.num_blocks} blocks ({select_depth}"
+                    f" {scores[block]:.4f}; last block "
+                    f"{scores.get(self.num_blocks - 1, float('nan')):.4f}).",
+                    flush=True,
+                )
         self.history = history.as_keras_history(self, params)
         return self.history
 
@@ -728,6 +800,7 @@ class GreedyLayerwiseModel(keras.Model):
             "auxiliary_heads": _serialize_list(self.auxiliary_heads),
             "num_classes": self.num_classes,
             "input_shape": self._input_shape_arg,
+            "inference_blocks": self._inference_blocks,
         }
         return config
 

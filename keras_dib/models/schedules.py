@@ -92,6 +92,9 @@ class Schedule:
             through the inference network.
         supports_cache_prefix: True when the stages freeze the blocks
             before the one trained, so `fit(cache_prefix=True)` applies.
+        trains_blocks_in_turn: True when each stage trains one block
+            through its own head, so each stage's validation metrics are
+            that block's (what `fit(select_depth=...)` needs).
 
     Example:
 
@@ -115,6 +118,7 @@ class Schedule:
     name = None
     trains_locally = True
     supports_cache_prefix = False
+    trains_blocks_in_turn = False
 
     def stages(self, model, epochs):
         """The list of `Stage`s for `fit(epochs=epochs)`.
@@ -204,6 +208,7 @@ class Sequential(Schedule):
 
     name = "sequential"
     supports_cache_prefix = True
+    trains_blocks_in_turn = True
 
     def stages(self, model, epochs):
         if isinstance(epochs, (int, np.integer)) and not isinstance(
