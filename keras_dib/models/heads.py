@@ -3,6 +3,7 @@
 import random
 
 import keras
+from keras import ops
 
 POOLING_MODES = ("average", "max", "global_average")
 
@@ -17,6 +18,11 @@ class AuxiliaryHead(keras.layers.Layer):
     pooling and a hidden Dense layer (`hidden_units`) give the auxiliary
     problem more capacity, which is what closes the gap to end-to-end
     training in the literature. Rank-2 inputs skip the pooling.
+
+    `downsample_size` average-pools large feature maps first, so that the
+    convolutions run at a low resolution: on the full-resolution maps of a
+    network's first blocks, a head's convolution can hold more activations
+    than the block itself (the memory-balanced split of docs/training.md).
 
     Pooling to a grid keeps spatial information: measured on a 43-class
     GTSRB slice, a tiny greedy VGG reached about 45% with a 2x2 grid but
@@ -34,6 +40,11 @@ class AuxiliaryHead(keras.layers.Layer):
             None (no convolution).
         hidden_units: optional int, units of a hidden ReLU Dense layer
             before the classifier. Defaults to None.
+        downsample_size: optional int, at least `grid_size`: feature maps
+            larger than `downsample_size` on a side are average-pooled
+            first, by `height // downsample_size` x `width //
+            downsample_size`, before the convolutions and the grid
+            pooling. Defaults to None (no downsampling).
         dropout: float in [0, 1), dropout before the classifier.
             Defaults to 0.
         seed: optional int, seed of the dropout mask. By default one is
@@ -51,6 +62,10 @@ class AuxiliaryHead(keras.layers.Layer):
 
     >>> head = keras_dib.models.AuxiliaryHead(num_classes=10, grid_size=2)
     >>> logits = head(np.zeros((8, 16, 16, 32)))  # shape (8, 10)
+    >>> head = keras_dib.models.AuxiliaryHead(
+    ...     num_classes=10, grid_size=4, conv_filters=32, downsample_size=8
+    ... )
+    >>> logits = head(np.zeros((8, 32, 32, 16)))  # convolved at 8x8
 
     References:
         - Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of
@@ -66,6 +81,7 @@ class AuxiliaryHead(keras.layers.Layer):
         hidden_units=None,
         dropout=0.0,
         seed=None,
+        downsample_size=None,
         **kwargs,
     ):
         _check_positive_int("num_classes", num_classes)
@@ -79,6 +95,14 @@ class AuxiliaryHead(keras.layers.Layer):
             _check_conv_filters(conv_filters)
         if hidden_units is not None:
             _check_positive_int("hidden_units", hidden_units)
+        if downsample_size is not None:
+            _check_positive_int("downsample_size", downsample_size)
+            if pooling != "global_average" and downsample_size < grid_size:
+                raise ValueError(
+                    "`downsample_size` should be at least `grid_size` "
+                    f"({grid_size}). Received: "
+                    f"downsample_size={downsample_size}"
+                )
         if (
             isinstance(dropout, bool)
             or not isinstance(dropout, (int, float))
@@ -104,12 +128,23 @@ class AuxiliaryHead(keras.layers.Layer):
         if seed is None:
             seed = random.randint(1, 2**31 - 1)
         self.seed = seed
+        self.downsample_size = downsample_size
         self.head_layers = []
+        self._downsample = None
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         layers = []
         if len(input_shape) == 4:
+            downsample = self._downsample_pool(input_shape)
+            self._downsample = downsample
+            if downsample is not None:
+                input_shape = (
+                    input_shape[0],
+                    input_shape[1] // downsample[0],
+                    input_shape[2] // downsample[1],
+                    input_shape[3],
+                )
             for index, filters in enumerate(self._conv_filter_list()):
                 # The first convolution keeps the names of the one-layer
                 # head, so weights saved before deeper heads existed load.
@@ -192,6 +227,23 @@ class AuxiliaryHead(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
         self.head_layers = layers
 
+    def _downsample_pool(self, input_shape):
+        """Pool size of the downsampling, or None when there is none."""
+        if self.downsample_size is None:
+            return None
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError(
+                "AuxiliaryHead needs static spatial dimensions for "
+                "`downsample_size`. Received: "
+                f"input_shape={input_shape}"
+            )
+        pool = (
+            max(height // self.downsample_size, 1),
+            max(width // self.downsample_size, 1),
+        )
+        return None if pool == (1, 1) else pool
+
     def _conv_filter_list(self):
         if self.conv_filters is None:
             return []
@@ -201,6 +253,8 @@ class AuxiliaryHead(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
+        if self._downsample is not None:
+            x = _average_pool(x, self._downsample)
         for layer in self.head_layers:
             x = layer(x, training=training)
         return x
@@ -221,9 +275,25 @@ class AuxiliaryHead(keras.layers.Layer):
                 "hidden_units": self.hidden_units,
                 "dropout": self.dropout,
                 "seed": self.seed,
+                "downsample_size": self.downsample_size,
             }
         )
         return config
+
+
+def _average_pool(x, pool_size):
+    """Average pooling with strides equal to `pool_size` ("valid" padding).
+
+    Written as a reshape and a mean rather than a pooling layer: its
+    gradient is then a broadcast that XLA fuses into its consumer, where a
+    pooling layer's gradient is one more full-resolution buffer.
+    """
+    pool_height, pool_width = pool_size
+    height = x.shape[1] // pool_height
+    width = x.shape[2] // pool_width
+    x = x[:, : height * pool_height, : width * pool_width, :]
+    x = ops.reshape(x, (-1, height, pool_height, width, pool_width, x.shape[3]))
+    return ops.mean(x, axis=(2, 4))
 
 
 def _check_positive_int(name, value):

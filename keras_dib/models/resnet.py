@@ -140,6 +140,7 @@ def build_resnet(
     head_conv_filters=32,
     head_hidden_units=None,
     head_pooling="average",
+    head_downsample_size=None,
     final_head="classifier",
     input_normalization=None,
     name=None,
@@ -185,6 +186,11 @@ def build_resnet(
             auxiliary head. Defaults to None.
         head_pooling: `"average"`, `"max"` or `"global_average"`, for the
             auxiliary heads. Defaults to `"average"`.
+        head_downsample_size: optional int: the auxiliary heads
+            average-pool larger feature maps down to about this side
+            before their convolutions (`AuxiliaryHead(downsample_size=)`),
+            which keeps the heads of the first, full-resolution blocks
+            from dominating their training memory. Defaults to None.
         final_head: `"classifier"` (the network's own classifier) or
             `"auxiliary"` (a head built like the auxiliary heads, through
             which the last block is trained and which classifies at
@@ -290,5 +296,6 @@ def build_resnet(
             pooling=head_pooling,
             conv_filters=head_conv_filters,
             hidden_units=head_hidden_units,
+            downsample_size=head_downsample_size,
         ),
     )

@@ -56,6 +56,8 @@ def build_vgg(
     head_conv_filters=32,
     head_hidden_units=None,
     head_pooling="average",
+    head_downsample_size=None,
+    pool_in_next_block=False,
     final_head="classifier",
     input_normalization=None,
     name=None,
@@ -92,6 +94,20 @@ def build_vgg(
             auxiliary head. Defaults to None.
         head_pooling: `"average"`, `"max"` or `"global_average"`, for the
             auxiliary heads. Defaults to `"average"`.
+        head_downsample_size: optional int: the auxiliary heads
+            average-pool larger feature maps down to about this side
+            before their convolutions (`AuxiliaryHead(downsample_size=)`),
+            which keeps the heads of the first, full-resolution blocks
+            from dominating their training memory. Defaults to None.
+        pool_in_next_block: bool. If True, each stage's max pooling
+            starts the next block instead of ending the stage's last one
+            (the last stage's stays at the end): the same network, cut
+            just before the pooling. A block's training step then never
+            backpropagates through a max pooling (its input is frozen),
+            whose gradient XLA computes with several full-resolution
+            buffers, and block 1 costs at most half of end to end's step
+            memory (see docs/training.md). Its head sees the unpooled map:
+            pair it with `head_downsample_size`. Defaults to False.
         final_head: `"classifier"` (the network's own classifier) or
             `"auxiliary"` (a head built like the auxiliary heads, through
             which the last block is trained and which classifies at
@@ -134,20 +150,32 @@ def build_vgg(
             "VGG halves the image 5 times, so `input_shape` needs a height "
             f"and width of at least 32. Received: input_shape={input_shape}"
         )
+    if not isinstance(pool_in_next_block, bool):
+        raise ValueError(
+            "`pool_in_next_block` should be True or False. Received: "
+            f"pool_in_next_block={pool_in_next_block!r}"
+        )
     blocks = []
     block_channels = []
-    for stage_index, stage in enumerate(VGG_STAGES[depth]):
+    # With `pool_in_next_block`, a stage's pooling waits here for the next
+    # block.
+    pending_pool = []
+    stages = VGG_STAGES[depth]
+    for stage_index, stage in enumerate(stages):
         stage_layers = []
         for conv_index, filters in enumerate(stage):
             channels = max(filters * width // 64, 1)
             prefix = f"stage{stage_index + 1}_{conv_index + 1}"
-            layers = _conv_layers(channels, batch_norm, prefix)
+            layers = pending_pool + _conv_layers(channels, batch_norm, prefix)
+            pending_pool = []
             if conv_index == len(stage) - 1:
-                layers.append(
-                    keras.layers.MaxPooling2D(
-                        2, name=f"stage{stage_index + 1}_pool"
-                    )
+                pool = keras.layers.MaxPooling2D(
+                    2, name=f"stage{stage_index + 1}_pool"
                 )
+                if pool_in_next_block and stage_index < len(stages) - 1:
+                    pending_pool = [pool]
+                else:
+                    layers.append(pool)
             if granularity != "stage":
                 blocks.append(keras.Sequential(layers, name=f"block_{prefix}"))
                 block_channels.append(channels)
@@ -174,5 +202,6 @@ def build_vgg(
             pooling=head_pooling,
             conv_filters=head_conv_filters,
             hidden_units=head_hidden_units,
+            downsample_size=head_downsample_size,
         ),
     )
