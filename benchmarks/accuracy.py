@@ -55,6 +55,11 @@ python benchmarks/accuracy.py --modes simultaneous_dib --head_conv_filters 32
 python benchmarks/accuracy.py --architecture resnet --modes greedy_dib \
     --head_conv_filters 32 --validation_size 5000 --final_head auxiliary \
     --variant_name val_conv32_final_auxiliary
+# The memory-balanced split (heads convolving at 8x8; VGG: each block cut
+# before its max pooling), on the validation split:
+python benchmarks/accuracy.py --modes greedy_dib --validation_size 4000 \
+    --epochs_per_block 1 --head_conv_filters 32 --head_downsample_size 8 \
+    --pool_in_next_block --variant_name val_e1_dib_balanced
 ```
 
 Greedy runs without augmentation use `fit(cache_prefix=True)` by default.
@@ -163,6 +168,18 @@ flags.DEFINE_integer(
     "head_hidden_units",
     0,
     "Auxiliary heads: units of a hidden Dense layer (0: none).",
+)
+flags.DEFINE_integer(
+    "head_downsample_size",
+    0,
+    "Auxiliary heads: average-pool larger feature maps down to about this "
+    "side before their convolutions (0: none).",
+)
+flags.DEFINE_bool(
+    "pool_in_next_block",
+    False,
+    "VGG only: each stage's max pooling starts the next block instead of "
+    "ending the stage's last one (the memory-balanced split).",
 )
 flags.DEFINE_enum(
     "final_head",
@@ -423,6 +440,11 @@ def main(argv):
         raise app.UsageError(
             f"--modes should be among {common.MODES}. Received: {unknown}"
         )
+    if FLAGS.pool_in_next_block and FLAGS.architecture != "vgg":
+        raise app.UsageError(
+            "--pool_in_next_block is a VGG option. Received: "
+            f"--architecture={FLAGS.architecture}"
+        )
     if FLAGS.select_depth and not FLAGS.validation_size:
         raise app.UsageError(
             "--select_depth chooses on a validation split: give "
@@ -450,6 +472,8 @@ def main(argv):
                 "head_grid_size": FLAGS.head_grid_size,
                 "head_conv_filters": FLAGS.head_conv_filters,
                 "head_hidden_units": FLAGS.head_hidden_units,
+                "head_downsample_size": FLAGS.head_downsample_size,
+                "pool_in_next_block": FLAGS.pool_in_next_block,
                 "final_head": FLAGS.final_head,
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,

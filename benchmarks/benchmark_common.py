@@ -43,6 +43,8 @@ def default_data_dir(dataset):
     root = shared_data_dir()
     path = os.path.join(root, dataset) if root else None
     return path if path and os.path.isdir(path) else None
+
+
 END_TO_END = "end_to_end"
 # Every block at once, each on its own objective (`schedule="simultaneous"`).
 SIMULTANEOUS = "simultaneous"
@@ -110,9 +112,18 @@ def objective(name):
 
 
 def build_model(
-    width, loss, depth=11, granularity="layer", seed=0, architecture="vgg"
+    width,
+    loss,
+    depth=11,
+    granularity="layer",
+    seed=0,
+    architecture="vgg",
+    **builder_kwargs,
 ):
-    """VGG-BN or ResNet as a compiled `GreedyLayerwiseModel` (SGD 0.9)."""
+    """VGG-BN or ResNet as a compiled `GreedyLayerwiseModel` (SGD 0.9).
+
+    `builder_kwargs` go to the builder (`head_downsample_size`, ...).
+    """
     keras.utils.set_random_seed(seed)
     model = common.build_model(
         NUM_CLASSES,
@@ -121,6 +132,7 @@ def build_model(
         granularity=granularity,
         architecture=architecture,
         head_grid_size=4,
+        **builder_kwargs,
     )
     model.compile(
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9),

@@ -44,7 +44,8 @@ One JSON line per configuration (block or end to end, batch size) is
 printed and appended to `<output_dir>/memory.jsonl`, with a `method` field
 saying how each number was measured and each block's ratio to end to end;
 a bar chart (peak per block against end to end, with the ratios) goes to
-`<output_dir>/memory_<setting>.png`.
+`<output_dir>/memory_<setting>.png` (`memory_<setting>_<variant>.png` for a
+`--variant` other than `default`).
 
 Settings: `--setting=cpu` (width 16, batch 128, 3 steps) and
 `--setting=gpu` (width 64, batch sizes 64 to 512); flags given explicitly
@@ -110,6 +111,23 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string(
     "objective", "dib_1.01", "Greedy objective: dib_<alpha> or ce."
+)
+flags.DEFINE_integer(
+    "head_downsample_size",
+    0,
+    "Auxiliary heads average-pool larger feature maps down to about this "
+    "side before their convolutions (0: no downsampling, the default).",
+)
+flags.DEFINE_bool(
+    "pool_in_next_block",
+    False,
+    "VGG only: each stage's max pooling starts the next block instead of "
+    "ending the stage's last one.",
+)
+flags.DEFINE_string(
+    "variant",
+    "default",
+    "Label of the split/head variant, recorded in every JSON line.",
 )
 flags.DEFINE_enum("data", "gtsrb", ["gtsrb", "synthetic"], "Input images.")
 flags.DEFINE_string("data_dir", None, "GTSRB folder (../shared/data/gtsrb).")
@@ -199,6 +217,16 @@ def _reset_device_peak():
 
 def _depth():
     return FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
+
+
+def _builder_kwargs():
+    """The split and head options given by flags, for the builder."""
+    kwargs = {}
+    if FLAGS.head_downsample_size:
+        kwargs["head_downsample_size"] = FLAGS.head_downsample_size
+    if FLAGS.pool_in_next_block:
+        kwargs["pool_in_next_block"] = True
+    return kwargs
 
 
 def _trainable_parameters(model, stage):
@@ -331,6 +359,7 @@ def measure(stage, x, y, batch_size, steps):
         bench.objective(FLAGS.objective),
         depth=_depth(),
         architecture=FLAGS.architecture,
+        **_builder_kwargs(),
     )
     result = {
         "stage": bench.stage_label(stage),
@@ -395,6 +424,8 @@ def _run_worker(stage, data_path, directory):
         f"--objective={FLAGS.objective}",
         f"--architecture={FLAGS.architecture}",
         f"--depth={_depth()}",
+        f"--head_downsample_size={FLAGS.head_downsample_size}",
+        f"--{'' if FLAGS.pool_in_next_block else 'no'}pool_in_next_block",
     ]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     completed = subprocess.run(
@@ -544,6 +575,11 @@ def main(argv):
     if FLAGS.worker is not None:
         worker()
         return
+    if FLAGS.pool_in_next_block and FLAGS.architecture != "vgg":
+        raise app.UsageError(
+            "--pool_in_next_block is a VGG option. Received: "
+            f"--architecture={FLAGS.architecture}"
+        )
     width = _setting("width")
     steps = _setting("steps")
     batch_sizes = [int(b) for b in _setting("batch_sizes")]
@@ -577,6 +613,7 @@ def main(argv):
                     "dataset": dataset,
                     "batch_size": batch_size,
                     "steps": steps,
+                    "variant": FLAGS.variant,
                     "schedule": bench.stage_schedule(stage),
                     "objective": "cross-entropy"
                     if stage == bench.END_TO_END
@@ -592,12 +629,17 @@ def main(argv):
                         "depth": _depth(),
                         "granularity": "layer",
                         "head_grid_size": 4,
+                        "head_conv_filters": "builder default (32)",
+                        "head_downsample_size": FLAGS.head_downsample_size
+                        or None,
+                        "pool_in_next_block": FLAGS.pool_in_next_block,
                         "optimizer": "SGD(0.05, momentum=0.9)",
                         "data": FLAGS.data,
                     },
                 }
                 records.append(bench.write_record(record, jsonl))
-    png = os.path.join(FLAGS.output_dir, f"memory_{FLAGS.setting}.png")
+    suffix = "" if FLAGS.variant == "default" else f"_{FLAGS.variant}"
+    png = os.path.join(FLAGS.output_dir, f"memory_{FLAGS.setting}{suffix}.png")
     plot(records, png)
     print(
         f"plot: {png} ({time.perf_counter() - start:.0f} s in all)", flush=True

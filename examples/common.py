@@ -427,6 +427,25 @@ def build_model(
     )
 
 
+def split_options(settings):
+    """The builder's memory-balanced split options set in `settings`.
+
+    `head_downsample_size` (0 or absent: none) and, for a VGG,
+    `pool_in_next_block`; absent options keep the builder's defaults.
+    """
+    options = {}
+    if settings.get("head_downsample_size"):
+        options["head_downsample_size"] = settings["head_downsample_size"]
+    if settings.get("pool_in_next_block"):
+        if settings["architecture"] != "vgg":
+            raise ValueError(
+                "`pool_in_next_block` is a VGG option. Received: "
+                f"architecture={settings['architecture']!r}"
+            )
+        options["pool_in_next_block"] = True
+    return options
+
+
 def model_family(architecture, depth):
     """ "VGG-11-BN", "ResNet-18", ...: how the reports name a network."""
     if architecture == "vgg":
@@ -783,6 +802,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         head_conv_filters=parse_conv_filters(s.get("head_conv_filters")),
         head_hidden_units=s.get("head_hidden_units") or None,
         input_normalization=channel_statistics(train_arrays[0]),
+        **split_options(s),
     )
     stage_epochs = (
         s["epochs_per_block"] if s["mode"] in GREEDY_MODES else s["epochs"]
