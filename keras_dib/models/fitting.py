@@ -6,6 +6,8 @@
   and the callback that writes the next checkpoint.
 - `StageData`: the data one stage trains on (user data as it is, arrays in
   a restorable order, or the frozen prefix's cached output).
+- `StageRun`: one stage: enter it, run Keras' own `fit` with the guards
+  and the checkpoint callback, merge its History.
 - `FitHistory`: every stage's History merged into one Keras History.
 - `check_select_depth` / `select_depth`: keeping the network truncated at
   the block with the best validation metric.
@@ -20,6 +22,8 @@ import numpy as np
 from keras_dib.models import caching
 from keras_dib.models import checkpointing
 from keras_dib.models import validation
+from keras_dib.models.validation import NaNGuard
+from keras_dib.models.validation import WeightGuard
 
 # Elements of an array read for its content hash (a strided sample).
 _HASH_SAMPLE = 2**20
@@ -75,6 +79,27 @@ def check_fit_arguments(
                     "`validation_data` or `validation_split`. Received "
                     "neither."
                 )
+
+
+def sample_shape(x):
+    """The shape of one training sample of `fit`'s `x`, to build from.
+
+    Raises:
+        ValueError: for data whose shape cannot be read.
+    """
+    if hasattr(x, "element_spec"):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+        return tuple(spec.shape)[1:]
+    if isinstance(x, keras.utils.PyDataset):
+        return tuple(np.shape(x[0][0])[1:])
+    if hasattr(x, "shape"):
+        return tuple(x.shape[1:])
+    raise ValueError(
+        "Cannot infer the input shape from the training data. Pass "
+        "`input_shape` to GreedyLayerwiseModel (or call "
+        f"`model.build`). Received data of type {type(x).__name__}"
+    )
 
 
 def _has_validation(kwargs):
@@ -148,6 +173,126 @@ def select_depth(fit_history, monitor):
     sign = -1.0 if "loss" in monitor else 1.0
     best = max(sorted(scores), key=lambda block: sign * scores[block])
     return best, scores
+
+
+def apply_depth_selection(model, history, monitor, verbose):
+    """Sets `model.inference_blocks` from `select_depth` after a fit.
+
+    Returns:
+        The History `params` entries: `inference_blocks` (and, with a
+        `monitor`, `depth_scores`).
+    """
+    if monitor is None:
+        return {"inference_blocks": model.inference_blocks}
+    block, scores = select_depth(history, monitor)
+    model.inference_blocks = block + 1
+    if verbose != 0:
+        last = scores.get(model.num_blocks - 1, float("nan"))
+        print(
+            f"Depth selection on {monitor}: the network keeps {block + 1} "
+            f"of {model.num_blocks} blocks ({monitor} {scores[block]:.4f}; "
+            f"last block {last:.4f}).",
+            flush=True,
+        )
+    return {"inference_blocks": block + 1, "depth_scores": scores}
+
+
+class StageRun:
+    """Runs one stage of a greedy fit: enter, Keras `fit`, merge History.
+
+    Args:
+        model: the `GreedyLayerwiseModel`.
+        keras_fit: `keras.Model.fit` bound to the model (its `super().fit`).
+        schedule: the `Schedule` being fitted.
+        data: the fit's `StageData`.
+        resume: the fit's `Resume`.
+        history: the fit's `FitHistory`, which each stage extends.
+        block_optimizer: optional callable `block_index -> optimizer`.
+        verbose: Keras verbosity.
+        callbacks: the user's callbacks (block hooks called too).
+    """
+
+    def __init__(
+        self,
+        model,
+        keras_fit,
+        schedule,
+        data,
+        resume,
+        history,
+        block_optimizer,
+        verbose,
+        callbacks,
+    ):
+        self.model = model
+        self.keras_fit = keras_fit
+        self.schedule = schedule
+        self.data = data
+        self.resume = resume
+        self.history = history
+        self.block_optimizer = block_optimizer
+        self.verbose = verbose
+        self.callbacks = list(callbacks or [])
+        # Every stage's optimizer is rebuilt from the config compiled now.
+        self.compile_config = model.get_compile_config()
+
+    def __call__(self, stage, start):
+        """Trains `stage` from `start = (initial_epoch, stage_history)`."""
+        model = self.model
+        initial_epoch, stage_history = start
+        optimizer = None
+        if self.block_optimizer is not None:
+            optimizer = self.block_optimizer(stage.block or 0)
+        model.enter_stage(
+            self.schedule,
+            stage.block,
+            optimizer=optimizer,
+            prefix_cached=self.data.uses_cache(stage),
+            compile_config=self.compile_config,
+        )
+        if initial_epoch:
+            self.resume.restore_optimizer(model)
+        self._announce(stage, initial_epoch)
+        (x, y, batch_size), kwargs = self.data.for_stage(stage, initial_epoch)
+        call_block_hook(self.callbacks, "on_block_begin", stage.block, {})
+        # The weight guard runs first: no callback (the checkpoint's
+        # included) sees the weights of an epoch that broke them.
+        guards = [WeightGuard(stage.label, validation.stage_layers(model))]
+        nan_guard = NaNGuard(
+            stage.label, model._term_trackers.label_errors, model.num_classes
+        )
+        keras_history = self.keras_fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=stage.epochs,
+            verbose=self.verbose,
+            callbacks=guards
+            + self.callbacks
+            + [nan_guard]
+            + self.resume.callbacks(stage, self.history, stage_history),
+            initial_epoch=initial_epoch,
+            **kwargs,
+        )
+        stage_history = dict(stage_history)
+        for key, values in keras_history.history.items():
+            stage_history[key] = list(stage_history.get(key, [])) + values
+        self.history.add(stage, stage_history)
+        logs = {key: values[-1] for key, values in stage_history.items()}
+        call_block_hook(self.callbacks, "on_block_end", stage.block, logs)
+
+    def _announce(self, stage, initial_epoch):
+        if self.verbose == 0:
+            return
+        if initial_epoch:
+            print(
+                f"Resuming from the checkpoint: {initial_epoch} of "
+                f"{stage.epochs} epochs of this stage done.",
+                flush=True,
+            )
+        model = self.model
+        count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        print(model._schedule.describe(model, stage, count), flush=True)
 
 
 class BlockCallback(keras.callbacks.Callback):

@@ -19,8 +19,6 @@ from keras_dib.models import fitting
 from keras_dib.models import schedules
 from keras_dib.models import validation
 from keras_dib.models.heads import AuxiliaryHead
-from keras_dib.models.validation import NaNGuard
-from keras_dib.models.validation import WeightGuard
 from keras_dib.models.validation import check_model_arguments
 from keras_dib.models.validation import validate_fit_inputs
 
@@ -521,25 +519,6 @@ class GreedyLayerwiseModel(keras.Model):
             return contextlib.nullcontext()
         return strategy.scope()
 
-    def _build_from_data(self, x):
-        shape = None
-        if hasattr(x, "element_spec"):
-            spec = x.element_spec
-            spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-            shape = tuple(spec.shape)
-        elif isinstance(x, keras.utils.PyDataset):
-            first = x[0]
-            shape = (None,) + tuple(np.shape(first[0])[1:])
-        elif hasattr(x, "shape"):
-            shape = (None,) + tuple(x.shape[1:])
-        if shape is None:
-            raise ValueError(
-                "Cannot infer the input shape from the training data. Pass "
-                "`input_shape` to GreedyLayerwiseModel (or call "
-                f"`model.build`). Received data of type {type(x).__name__}"
-            )
-        self.build((None,) + tuple(shape[1:]))
-
     # === Training ===
 
     def fit(
@@ -657,126 +636,50 @@ class GreedyLayerwiseModel(keras.Model):
         kwargs.pop("initial_epoch", None)
         stages = schedule.stages(self, epochs)
         if not self.built:
-            self._build_from_data(x)
+            self.build((None,) + fitting.sample_shape(x))
         floor = validation.min_batch_size(self, schedule)
         validate_fit_inputs(self, x, y, batch_size, kwargs, floor)
         fingerprint = None
         if checkpoint_dir is not None:
-            fingerprint = self._fit_fingerprint(
-                schedule, stages, batch_size, x, y, kwargs
+            fingerprint = fitting.fit_fingerprint(
+                self, schedule, stages, batch_size, x, y, kwargs
             )
         resume = fitting.Resume(self, checkpoint_dir, fingerprint, resume)
         data = fitting.StageData(
             self, x, y, batch_size, kwargs, resume, cache_prefix, verbose, floor
         )
         history = resume.history()
-        settings = {
-            "compile_config": self.get_compile_config(),
-            "block_optimizer": block_optimizer,
-            "verbose": verbose,
-            "callbacks": list(callbacks or []),
-        }
+        run = fitting.StageRun(
+            self,
+            super().fit,
+            schedule,
+            data,
+            resume,
+            history,
+            block_optimizer,
+            verbose,
+            callbacks,
+        )
         try:
             for stage in stages:
                 start = resume.stage_start(stage)
                 if stage.epochs == 0 or start is None:
                     continue
                 if start[0] < stage.epochs:
-                    self._fit_stage(
-                        schedule, stage, data, resume, history, start, settings
-                    )
+                    run(stage, start)
                 else:
                     history.add(stage, start[1])
         finally:
-            self.exit_stage(settings["compile_config"])
+            self.exit_stage(run.compile_config)
         params = {
             "epochs": [stage.epochs for stage in stages],
             "schedule": schedule.name,
-            "inference_blocks": self.inference_blocks,
         }
-        if select_depth is not None:
-            block, scores = fitting.select_depth(history, select_depth)
-            self.inference_blocks = block + 1
-            params["inference_blocks"] = block + 1
-            params["depth_scores"] = scores
-            if verbose != 0:
-                print(
-                    f"Depth selection on {select_depth}: the network keeps "
-                    f"{block + 1} of {self.num_blocks} blocks ({select_depth}"
-                    f" {scores[block]:.4f}; last block "
-                    f"{scores.get(self.num_blocks - 1, float('nan')):.4f}).",
-                    flush=True,
-                )
+        params.update(
+            fitting.apply_depth_selection(self, history, select_depth, verbose)
+        )
         self.history = history.as_keras_history(self, params)
         return self.history
-
-    def _fit_stage(
-        self, schedule, stage, data, resume, history, start, settings
-    ):
-        """One stage: enter it, run Keras' own `fit`, merge its History."""
-        initial_epoch, stage_history = start
-        make_optimizer = settings["block_optimizer"]
-        self.enter_stage(
-            schedule,
-            stage.block,
-            optimizer=make_optimizer(stage.block or 0)
-            if make_optimizer
-            else None,
-            prefix_cached=data.uses_cache(stage),
-            compile_config=settings["compile_config"],
-        )
-        if initial_epoch:
-            resume.restore_optimizer(self)
-        self._print_stage(stage, settings["verbose"], initial_epoch)
-        (x, y, batch_size), stage_kwargs = data.for_stage(stage, initial_epoch)
-        callbacks = settings["callbacks"]
-        fitting.call_block_hook(callbacks, "on_block_begin", stage.block, {})
-        keras_history = super().fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=stage.epochs,
-            verbose=settings["verbose"],
-            # The weight guard runs first: no callback (the checkpoint's
-            # included) sees the weights of an epoch that broke them.
-            callbacks=[WeightGuard(stage.label, validation.stage_layers(self))]
-            + callbacks
-            + [
-                NaNGuard(
-                    stage.label,
-                    self._term_trackers.label_errors,
-                    self.num_classes,
-                )
-            ]
-            + resume.callbacks(stage, history, stage_history),
-            initial_epoch=initial_epoch,
-            **stage_kwargs,
-        )
-        stage_history = dict(stage_history)
-        for key, values in keras_history.history.items():
-            stage_history[key] = list(stage_history.get(key, [])) + values
-        history.add(stage, stage_history)
-        logs = {key: values[-1] for key, values in stage_history.items()}
-        fitting.call_block_hook(callbacks, "on_block_end", stage.block, logs)
-
-    def _fit_fingerprint(
-        self, schedule, stages, batch_size, x=None, y=None, kwargs=None
-    ):
-        return fitting.fit_fingerprint(
-            self, schedule, stages, batch_size, x, y, kwargs or {}
-        )
-
-    def _print_stage(self, stage, verbose, initial_epoch=0):
-        if verbose == 0:
-            return
-        if initial_epoch:
-            print(
-                f"Resuming from the checkpoint: {initial_epoch} of "
-                f"{stage.epochs} epochs of this stage done.",
-                flush=True,
-            )
-        count = sum(int(np.prod(v.shape)) for v in self.trainable_variables)
-        print(self._schedule.describe(self, stage, count), flush=True)
 
     # === Config ===
 
