@@ -6,16 +6,14 @@ import pytest
 
 import keras_dib
 from keras_dib.testing import TestCase
-from keras_dib.testing.test_case import shared_data_dir
+from tests import shared_data
 
 
 def real_images(count=64):
-    root = shared_data_dir()
-    if root is None:
+    data = shared_data.gtsrb()
+    if data is None:
         pytest.skip("shared data not found")
-    (x_train, _, _), (x_test, _) = keras_dib.datasets.load_gtsrb(
-        os.path.join(root, "gtsrb")
-    )
+    (x_train, _, _), (x_test, _) = data
     mean = x_train.reshape(-1, 3).mean(0)
     std = x_train.reshape(-1, 3).std(0)
     return x_test[:count], mean, std

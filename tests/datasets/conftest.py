@@ -5,6 +5,7 @@ import os
 import pytest
 
 from keras_dib.testing.test_case import shared_data_dir
+from tests import shared_data
 
 
 def _shared(name):
@@ -27,9 +28,8 @@ def cifar10_dir():
 
 @pytest.fixture(scope="session")
 def real_gtsrb(gtsrb_dir):
-    from keras_dib.datasets import load_gtsrb
-
-    return load_gtsrb(gtsrb_dir, cache=False)
+    # The copy the model and export tests decode too (once per process).
+    return shared_data.gtsrb()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import keras_dib
 from keras_dib.models import AuxiliaryHead
 from keras_dib.models import GreedyLayerwiseModel
 from keras_dib.testing import TestCase
-from keras_dib.testing.test_case import shared_data_dir
+from tests import shared_data
 
 NUM_CLASSES = 3
 # TensorFlow traces `fit` with a dynamic batch size, which the "knn" kernel
@@ -673,13 +673,10 @@ class GreedyErrorsTest(TestCase):
 @pytest.mark.large
 class GreedyGTSRBTest(TestCase):
     def test_greedy_fit_on_gtsrb_slice(self):
-        if shared_data_dir() is None:
+        data = shared_data.gtsrb()
+        if data is None:
             self.skipTest("shared data not found")
-        from keras_dib.datasets import load_gtsrb
-
-        (x_train, y_train, _), (x_test, y_test) = load_gtsrb(
-            data_dir=os.path.join(shared_data_dir(), "gtsrb")
-        )
+        (x_train, y_train, _), (x_test, y_test) = data
         rng = np.random.default_rng(0)
         train = rng.choice(len(x_train), 2000, replace=False)
         test = rng.choice(len(x_test), 1000, replace=False)

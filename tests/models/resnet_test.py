@@ -1,5 +1,3 @@
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ from keras_dib.models.heads import AuxiliaryHead
 from keras_dib.models.resnet import ResidualBlock
 from keras_dib.models.resnet import build_resnet
 from keras_dib.testing import TestCase
-from keras_dib.testing.test_case import shared_data_dir
+from tests import shared_data
 
 
 def inference_parameters(model):
@@ -224,21 +222,13 @@ class BuildResNetTest(TestCase):
         self.assertIsInstance(restored.blocks[1], ResidualBlock)
 
 
-def _gtsrb_dir():
-    root = shared_data_dir()
-    path = os.path.join(root, "gtsrb") if root else None
-    return path if path and os.path.isdir(path) else None
-
-
 @pytest.mark.large
-@pytest.mark.skipif(_gtsrb_dir() is None, reason="no ../shared/data/gtsrb")
+@pytest.mark.skipif(
+    shared_data.shared_dir("gtsrb") is None, reason="no ../shared/data/gtsrb"
+)
 class ResNetGTSRBTest(TestCase):
     def test_trains_greedily_on_real_gtsrb_slice(self):
-        from keras_dib.datasets import load_gtsrb
-
-        (x_train, y_train, _), (x_test, y_test) = load_gtsrb(
-            _gtsrb_dir(), cache=False
-        )
+        (x_train, y_train, _), (x_test, y_test) = shared_data.gtsrb()
         rng = np.random.default_rng(0)
         train = rng.permutation(len(x_train))[:2000]
         test = rng.permutation(len(x_test))[:1000]
