@@ -6,6 +6,11 @@ start again at 0. The callbacks here keep one axis across the blocks.
 
 - `TensorBoard`: `keras.callbacks.TensorBoard` on one continuous epoch
   and step axis, each block in its own run.
+
+The analysis callbacks (`keras_dib.analysis.InformationPlaneCallback`,
+`keras_dib.analysis.GradientStatistics`) write to the same folder, on the
+same global step axis, when given `tensorboard=`; `_RunWriter` is their
+shared writer.
 """
 
 import os
@@ -51,6 +56,52 @@ class _Summary:
                 step=step,
                 metadata=metadata,
             )
+
+
+def _tensorboard_log_dir(tensorboard):
+    """The log folder of a `tensorboard=` argument (a callback or a path)."""
+    if isinstance(tensorboard, TensorBoard):
+        return tensorboard.root_log_dir
+    if isinstance(tensorboard, (str, os.PathLike)):
+        return os.fspath(tensorboard)
+    raise ValueError(
+        "`tensorboard` should be a keras_dib.callbacks.TensorBoard, a log "
+        "folder (path) or None. "
+        f"Received: tensorboard of type {type(tensorboard).__name__}"
+    )
+
+
+class _RunWriter:
+    """Scalars of one TensorBoard run of an analysis callback.
+
+    The run is the folder `run` inside the log folder of `tensorboard` (a
+    `TensorBoard` callback, whose `log_dir` it shares, or a path). Scalars
+    are written with TensorFlow alone (`_Summary.scalar`), at the step the
+    caller gives: the analysis callbacks give the global training step,
+    the step axis of `TensorBoard` in a greedy fit. The event file is
+    flushed after every `write`, so it is complete even if training stops.
+    """
+
+    def __init__(self, tensorboard, run):
+        self.log_dir = os.path.join(_tensorboard_log_dir(tensorboard), run)
+        self._summary = None
+        self._writer = None
+
+    def write(self, scalars, step):
+        """Writes `(tag, value)` pairs at `step`; None values are skipped."""
+        if self._writer is None:
+            self._summary = _Summary()
+            self._writer = self._summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for tag, value in scalars:
+                if value is not None:
+                    self._summary.scalar(tag, float(value), step=int(step))
+        self._writer.flush()
+
+    def flush(self):
+        """Flushes the event file (`write` does it already)."""
+        if self._writer is not None:
+            self._writer.flush()
 
 
 def _check_update_freq(update_freq):
@@ -114,13 +165,14 @@ class TensorBoard(keras.callbacks.TensorBoard, BlockCallback):
     (`tf.summary.scalar` needs the `tensorboard` package; histograms and
     images still do).
 
-    Other callbacks can log to the same folder: put
-    `keras_dib.analysis.InformationPlaneCallback` before this callback in
-    `callbacks` (its `log_prefix` entries in the epoch logs are then
-    written too, as `epoch_info/<layer>/I_XT` and so on), and give
-    `keras_dib.analysis.GradientStatistics`
-    `tensorboard_dir=os.path.join(log_dir, "gradients")` (a `gradients`
-    run on the global step axis).
+    The analysis callbacks log to the same folder when given this
+    callback as `tensorboard=`: `keras_dib.analysis.InformationPlaneCallback`
+    writes a run `information_plane` (`information_plane/block_<k>/I_XT`
+    and so on) and `keras_dib.analysis.GradientStatistics` a run
+    `gradients`, both at the global step. Put the information callback
+    before this one in `callbacks` and its `log_prefix` entries in the
+    epoch logs are written too, at the global epoch
+    (`epoch_info/<layer>/I_XT`, ...).
 
     Args:
         log_dir: folder of the event files. Defaults to `"logs"`.

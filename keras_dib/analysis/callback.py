@@ -9,6 +9,7 @@ import time
 import keras
 import numpy as np
 
+from keras_dib import callbacks as block_callbacks
 from keras_dib.analysis import information
 
 _QUANTITY_KEYS = {
@@ -45,7 +46,7 @@ class InformationPlaneCallback(keras.callbacks.Callback):
     being trained (`model.active_block`), and the end of each block is
     recorded (`on_block_end`, flagged `"block_end"`).
 
-    Each record is a dict `{"epoch", "block", "events", "seconds",
+    Each record is a dict `{"epoch", "step", "block", "events", "seconds",
     "layers": {name: {"I_XT", "I_TY", "H_T", "nHSIC_XT", "nHSIC_TY"}},
     "H_X", "H_Y"}` (plus `"mutual_information_matrix"`, a list of lists,
     when `"matrix"` is included), kept in `records` and, when `filepath` is
@@ -55,6 +56,19 @@ class InformationPlaneCallback(keras.callbacks.Callback):
     `History`) get flat float entries `"{log_prefix}/{layer}/{key}"`, for
     example `"info/block_stage1_1/I_XT"`; epochs without a measurement get
     NaN, so that every History list stays aligned with the epochs.
+    `"epoch"` counts the epochs trained before the record and `"step"`
+    the training steps (batches), both over every fit and greedy block
+    the callback has seen.
+
+    With `tensorboard` (a `keras_dib.callbacks.TensorBoard`, or a log
+    folder), every record is also written as TensorBoard scalars to the
+    run `information_plane` of that folder, at the record's `"step"`: the
+    global step axis of `keras_dib.callbacks.TensorBoard` (its batch
+    summaries and `evaluation_*_vs_iterations`) and of
+    `keras_dib.analysis.GradientStatistics`, continuous across the
+    blocks. Tags are `information_plane/block_<k>/<key>` for block `k` of
+    a greedy model (`information_plane/<layer>/<key>` for other layers),
+    and `information_plane/H_X` and `information_plane/H_Y`.
 
     Overhead, measured on CPU (2 shared cores, JAX backend, GTSRB) with
     a width-8 VGG-11 (8 blocks) and 512 samples in 4 batches of 128,
@@ -98,6 +112,10 @@ class InformationPlaneCallback(keras.callbacks.Callback):
             (epoch 0). Defaults to True.
         log_prefix: prefix of the entries added to the epoch logs, or None
             to leave the logs alone. Defaults to `"info"`.
+        tensorboard: a `keras_dib.callbacks.TensorBoard` (written to its
+            `log_dir`) or a log folder, to write each record as
+            TensorBoard scalars (TensorFlow needed, not the `tensorboard`
+            package), or None. Defaults to None.
 
     Example:
 
@@ -135,6 +153,7 @@ class InformationPlaneCallback(keras.callbacks.Callback):
         num_batches=None,
         record_initial=True,
         log_prefix="info",
+        tensorboard=None,
     ):
         _check_every_n_epochs(every_n_epochs)
         include = information._check_analysis_args(
@@ -154,6 +173,11 @@ class InformationPlaneCallback(keras.callbacks.Callback):
                 "`log_prefix` should be a non-empty string or None. "
                 f"Received: log_prefix={log_prefix!r}"
             )
+        writer = None
+        if tensorboard is not None:
+            writer = block_callbacks._RunWriter(
+                tensorboard, "information_plane"
+            )
         x, y, num_batches = information._analysis_sample(
             x, y, include, batch_size, num_batches
         )
@@ -171,13 +195,16 @@ class InformationPlaneCallback(keras.callbacks.Callback):
         self.num_batches = num_batches
         self.record_initial = record_initial
         self.log_prefix = log_prefix
+        self.tensorboard = tensorboard
         self.records = []
         self.epochs_seen = 0
+        self.steps_seen = 0
         self.total_seconds = 0.0
         self._resolved_names = None
         # Last representations and results: layers whose representation
         # has not changed since (frozen blocks) are not recomputed.
         self._cache = {}
+        self._tensorboard_writer = writer
 
     # === Recording ===
 
@@ -233,6 +260,7 @@ class InformationPlaneCallback(keras.callbacks.Callback):
         block = getattr(self.model, "active_block", None)
         record = {
             "epoch": self.epochs_seen,
+            "step": self.steps_seen,
             "block": None if block is None else int(block),
             "events": [event],
             "seconds": seconds,
@@ -247,6 +275,7 @@ class InformationPlaneCallback(keras.callbacks.Callback):
             ].tolist()
         self.records.append(record)
         self._write()
+        self._write_tensorboard(record)
         return record
 
     def _record_once(self, event):
@@ -280,6 +309,25 @@ class InformationPlaneCallback(keras.callbacks.Callback):
                 os.remove(temp_path)
             raise
 
+    def _write_tensorboard(self, record):
+        if self._tensorboard_writer is None:
+            return
+        block_index = {}
+        if information._is_greedy(self.model):
+            for index, block in enumerate(self.model.blocks):
+                block_index[block.name] = index
+        scalars = [
+            (f"information_plane/{key}", record[key])
+            for key in ("H_X", "H_Y")
+            if key in record
+        ]
+        for name, values in record["layers"].items():
+            if name in block_index:
+                name = f"block_{block_index[name]}"
+            for key in self.quantity_keys:
+                scalars.append((f"information_plane/{name}/{key}", values[key]))
+        self._tensorboard_writer.write(scalars, record["step"])
+
     def _update_logs(self, logs, record):
         if self.log_prefix is None or logs is None:
             return
@@ -295,6 +343,12 @@ class InformationPlaneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.record_initial and not self.records:
             self._record("initial")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Counted as `keras_dib.callbacks.TensorBoard` counts its global
+        # step (one per call); a begin hook keeps Keras' asynchronous
+        # batch-end dispatch.
+        self.steps_seen += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_seen += 1

@@ -118,12 +118,19 @@ class EndToEndFitTest(TestCase):
         self.assertEqual([r["epoch"] for r in callback.records], [2])
         self.assertNotIn("info/hidden/I_XT", history.history)
 
-    def test_no_logs(self):
+    def test_no_logs_and_tensorboard_folder(self):
+        tf = pytest.importorskip("tensorflow")
         model = small_classifier()
         model.compile(optimizer="sgd", loss="mse")
         x, y = vectors(32)
+        log_dir = os.path.join(self.get_temp_dir(), "logs")
         callback = analysis.InformationPlaneCallback(
-            x, y, batch_size=16, log_prefix=None, include="hsic"
+            x,
+            y,
+            batch_size=16,
+            log_prefix=None,
+            include="hsic",
+            tensorboard=log_dir,
         )
         history = model.fit(
             x,
@@ -138,6 +145,28 @@ class EndToEndFitTest(TestCase):
             set(callback.records[-1]["layers"]["hidden"]),
             {"nHSIC_XT", "nHSIC_TY"},
         )
+        # Before training (step 0) and after the 2 steps of the epoch.
+        self.assertEqual([r["step"] for r in callback.records], [0, 2])
+        self.assertEqual(os.listdir(log_dir), ["information_plane"])
+        folder = os.path.join(log_dir, "information_plane")
+        values = {}
+        for path in os.listdir(folder):
+            for event in tf.compat.v1.train.summary_iterator(
+                os.path.join(folder, path)
+            ):
+                for value in event.summary.value:
+                    values[(value.tag, event.step)] = float(
+                        tf.make_ndarray(value.tensor)
+                    )
+        expected = {
+            (f"information_plane/{name}/{key}", record["step"]): value
+            for record in callback.records
+            for name, quantities in record["layers"].items()
+            for key, value in quantities.items()
+        }
+        self.assertEqual(sorted(values), sorted(expected))
+        for key, value in expected.items():
+            self.assertAllClose(values[key], value, rtol=1e-6)
 
 
 class GreedyFitTest(TestCase):
@@ -235,6 +264,7 @@ class ArgumentsTest(TestCase):
             ({"every_n_epochs": True}, "every_n_epochs"),
             ({"filepath": 3}, "filepath"),
             ({"log_prefix": ""}, "log_prefix"),
+            ({"tensorboard": 3}, "tensorboard"),
             ({"alpha": -1}, "alpha"),
             ({"include": "entropy"}, "include"),
         ):
