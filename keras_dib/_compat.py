@@ -1,11 +1,20 @@
-"""The one place where keras_dib depends on how Keras distributes losses.
+"""The places where keras_dib depends on Keras internals.
 
-Keras divides a loss by the number of replicas under `tf.distribute` (its
-private `keras.src.losses.loss.scale_loss_for_distribution`), so that the
-per-replica gradients sum to the global batch's. keras_dib computes its
-batch-level terms itself and must scale them alike. The rule is rebuilt
-here from public API only; `tests/compat_test.py` checks it against the
-private Keras function, and fails when Keras changes it.
+Each function here stands in for a piece of Keras that has no public API;
+`tests/compat_test.py` checks each one against Keras itself, so that a
+Keras upgrade that changes the internals fails there, loudly.
+
+- Loss scaling under `tf.distribute`: Keras divides a loss by the number
+  of replicas (its private
+  `keras.src.losses.loss.scale_loss_for_distribution`), so that the
+  per-replica gradients sum to the global batch's. keras_dib computes its
+  batch-level terms itself and must scale them alike. The rule is rebuilt
+  here from public API only.
+- The layer graph of a functional model: `producer_node` finds the call
+  (the Keras `Node`) that computed a symbolic tensor, which
+  `keras_dib.models.split_model` walks to cut a model into blocks. Keras
+  exposes only the first call of a layer publicly (`layer.output`), not
+  the producer of an arbitrary tensor.
 """
 
 import keras
@@ -35,3 +44,26 @@ def unscale_loss_for_distribution(value):
     if replicas > 1:
         value = ops.multiply(value, ops.cast(replicas, value.dtype))
     return value
+
+
+def producer_node(tensor):
+    """The call of a layer (or operation) that computed a symbolic tensor.
+
+    Reads the tensor's private `_keras_history` (the operation, which of
+    its calls, which of its outputs) and the operation's private
+    `_inbound_nodes` (one `Node` per call). keras_dib then uses only these
+    attributes of the returned `Node`: `operation` (the layer or
+    operation called), `is_input` (True for the node of an `Input`),
+    `input_tensors` (the symbolic tensors it was called on), `outputs`
+    (the tensors it returned, flattened) and `arguments.fill_in(values)`
+    (its call `(args, kwargs)` with each input tensor replaced by
+    `values[id(tensor)]`).
+
+    Args:
+        tensor: a `keras.KerasTensor` of a functional model's graph.
+
+    Returns:
+        The Keras `Node` whose `outputs` include `tensor`.
+    """
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]

@@ -4,6 +4,7 @@ import collections
 
 import keras
 
+from keras_dib import _compat
 from keras_dib.models.greedy import GreedyLayerwiseModel
 
 _SOFTMAX_HINT = (
@@ -12,18 +13,12 @@ _SOFTMAX_HINT = (
 )
 
 
-def _producer(tensor):
-    """The node that computed a symbolic tensor."""
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
-
-
 def _graph_nodes(outputs):
     """Every node on a path to `outputs`, walking the Keras history."""
     nodes = set()
     stack = list(outputs)
     while stack:
-        node = _producer(stack.pop())
+        node = _compat.producer_node(stack.pop())
         if node in nodes:
             continue
         nodes.add(node)
@@ -56,7 +51,7 @@ def _segment(start, end, claimed, cut_name):
         tensor, consumer = stack.pop()
         if tensor is start:
             continue
-        node = _producer(tensor)
+        node = _compat.producer_node(tensor)
         if node.is_input or node in claimed:
             raise ValueError(
                 f"Cannot cut after layer '{cut_name}': {_describe(node)}, "
@@ -79,7 +74,7 @@ def _segment(start, end, claimed, cut_name):
         for tensor in node.input_tensors:
             if tensor is start:
                 continue
-            parent = _producer(tensor)
+            parent = _compat.producer_node(tensor)
             if parent not in producers[node]:
                 producers[node].append(parent)
                 consumers[parent].append(node)
@@ -141,7 +136,7 @@ def _check_model(model):
             "`model` should output class logits of shape (batch, "
             f"num_classes). Received: output shape {output.shape}"
         )
-    last = output._keras_history.operation
+    last = _compat.producer_node(output).operation
     if isinstance(last, keras.layers.Softmax) or (
         getattr(last, "activation", None) is keras.activations.softmax
     ):
@@ -269,10 +264,11 @@ def split_model(
     for node in _graph_nodes([model_output]):
         if not node.is_input:
             nodes_by_name[node.operation.name].append(node)
+    input_layer_name = _compat.producer_node(model.inputs[0]).operation.name
     cut_tensors = []
     for layer_name in cut_after:
         nodes = nodes_by_name.get(layer_name)
-        if not nodes and layer_name == model.inputs[0]._keras_history[0].name:
+        if not nodes and layer_name == input_layer_name:
             raise ValueError(
                 f"Cannot cut after the input layer '{layer_name}': the "
                 "first block would be empty. Name the last layer of the "
@@ -304,7 +300,9 @@ def split_model(
             )
         cut_tensors.append(nodes[0].outputs[0])
     for index in range(1, len(cut_tensors)):
-        if _producer(cut_tensors[index]) in _ancestors(cut_tensors[index - 1]):
+        if _compat.producer_node(cut_tensors[index]) in _ancestors(
+            cut_tensors[index - 1]
+        ):
             raise ValueError(
                 "`cut_after` should list the layers in the order the "
                 f"network applies them: '{cut_after[index]}' comes before "
