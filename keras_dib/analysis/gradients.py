@@ -20,6 +20,7 @@ imports. TensorBoard files are written with `tf.summary` (TensorFlow is
 imported only when `tensorboard_dir` is set).
 """
 
+import inspect
 import json
 import math
 import os
@@ -86,14 +87,30 @@ def _gradient_function(loss_function, jit_compile):
     )
 
 
+def _accepts_argument(function, name):
+    """Whether `function`'s signature has an argument called `name`."""
+    return name in inspect.signature(function).parameters
+
+
 def _stateless_training_loss(model):
     """The model's training loss as a pure function of variable values.
 
-    Mirrors `compute_loss_and_updates` of Keras' JAX trainer: a stateless
-    forward pass in training mode, then `stateless_compute_loss`, so that
+    The training step of Keras' TensorFlow and torch trainers, `y_pred =
+    model(x, training=True)` then `model.compute_loss(...)` (`training` is
+    passed only to a `call` or `compute_loss` that accepts it), run inside
+    one `keras.StatelessScope` holding the given variable values, so that
     the probe changes neither batch-normalization statistics, nor random
-    seeds, nor the model's metrics.
+    seeds, nor the model's metrics. The scope collects the losses that
+    layers add during the forward pass (`add_loss`, activity
+    regularizers), which `compute_loss` adds to the objective through
+    `model.losses`, as Keras' JAX trainer does.
     """
+    call_kwargs = {}
+    if _accepts_argument(model.call, "training"):
+        call_kwargs["training"] = True
+    loss_kwargs = {}
+    if _accepts_argument(model.compute_loss, "training"):
+        loss_kwargs["training"] = True
 
     def loss_function(
         trainable_values,
@@ -103,32 +120,18 @@ def _stateless_training_loss(model):
         y,
         sample_weight,
     ):
-        kwargs = {}
-        if model._call_has_training_arg:
-            kwargs["training"] = True
-        y_pred, non_trainable_values, losses = model.stateless_call(
-            trainable_values,
-            non_trainable_values,
-            x,
-            return_losses=True,
-            **kwargs,
-        )
-        if losses:
-            model._losses_override.clear()
-            model._losses_override = losses
-        loss, _ = model.stateless_compute_loss(
-            trainable_values,
-            non_trainable_values,
-            metrics_values,
-            x=x,
-            y=y,
-            y_pred=y_pred,
-            sample_weight=sample_weight,
-            training=True,
-        )
-        if losses:
-            model._losses_override.clear()
-        return loss
+        state_mapping = [
+            *zip(model.trainable_variables, trainable_values),
+            *zip(model.non_trainable_variables, non_trainable_values),
+            *zip(model.metrics_variables, metrics_values),
+        ]
+        with keras.StatelessScope(
+            state_mapping=state_mapping, collect_losses=True
+        ):
+            y_pred = model(x, **call_kwargs)
+            return model.compute_loss(
+                x, y, y_pred, sample_weight, **loss_kwargs
+            )
 
     return loss_function
 
@@ -136,20 +139,10 @@ def _stateless_training_loss(model):
 def _current_state(model):
     """Values of the trainable, non-trainable and metrics variables.
 
-    On JAX the training loop keeps the state outside the model during an
-    epoch (the model's variables are emptied and only re-attached at epoch
-    end); Keras publishes the latest state as `model._jax_state` for
-    callbacks, which is read here without forcing a sync.
+    `model` should come from the callback's `self.model`: on JAX that
+    property syncs the training state, which Keras keeps outside the model
+    during an epoch, back into the model's variables.
     """
-    state = getattr(model, "_jax_state", None)
-    if state and not getattr(model, "_jax_state_synced", True):
-        trainable = state.get("trainable_variables")
-        non_trainable = state.get("non_trainable_variables")
-        metrics = state.get("metrics_variables")
-        if trainable is not None and non_trainable is not None:
-            if metrics is None:
-                metrics = [v.value for v in model.metrics_variables]
-            return list(trainable), list(non_trainable), list(metrics)
     return (
         [v.value for v in model.trainable_variables],
         [v.value for v in model.non_trainable_variables],
@@ -252,9 +245,9 @@ class GradientStatistics(keras.callbacks.Callback):
     eigendecomposition, is the slower to compile). Short greedy stages on
     a CPU feel the compilation most: 15% to 29% of the fit time there.
 
-    On JAX the callback reads the training state that Keras publishes to
-    callbacks during an epoch (`model._jax_state`), so mid-epoch records
-    see the current weights without forcing a state sync.
+    On JAX the callback reads the model through `self.model`, which syncs
+    the training state that Keras keeps outside the model during an epoch,
+    so mid-epoch records see the current weights.
 
     Args:
         x: the probe inputs, a fixed batch: an array (or nested list) or
@@ -361,7 +354,7 @@ class GradientStatistics(keras.callbacks.Callback):
         # A new fit or greedy block: new trainable set, new traced step.
         self._probe_function = None
         self._probe_variables = None
-        self._inputs = None
+        self._probe_inputs = None
         self._snapshots = {}
         self._stage_step = 0
         self._last_recorded_step = None
@@ -418,11 +411,11 @@ class GradientStatistics(keras.callbacks.Callback):
             for index, head in enumerate(model.auxiliary_heads):
                 for v in head.weights:
                     roles[id(v)] = ("auxiliary_head", index)
-        self._layers = {}
+        self._layer_info = {}
         depth = 0
         for v in model.weights:
             key = _layer_key(v, model.name)
-            if key in self._layers:
+            if key in self._layer_info:
                 continue
             role, block = roles.get(id(v), ("layer", None))
             if role == "auxiliary_head":
@@ -430,7 +423,7 @@ class GradientStatistics(keras.callbacks.Callback):
             else:
                 layer_depth = depth
                 depth += 1
-            self._layers[key] = {
+            self._layer_info[key] = {
                 "depth": layer_depth,
                 "block": block,
                 "role": role,
@@ -443,7 +436,7 @@ class GradientStatistics(keras.callbacks.Callback):
             _stateless_training_loss(model), self.jit_compile
         )
         convert = keras.ops.convert_to_tensor
-        self._inputs = (
+        self._probe_inputs = (
             keras.tree.map_structure(convert, self.x),
             None
             if self.y is None
@@ -462,7 +455,7 @@ class GradientStatistics(keras.callbacks.Callback):
             self._build_probe()
         trainable, non_trainable, metrics = _current_state(model)
         loss, gradients = self._probe_function(
-            trainable, non_trainable, metrics, *self._inputs
+            trainable, non_trainable, metrics, *self._probe_inputs
         )
         loss = _to_float(keras.ops.convert_to_numpy(loss))
         grouped = {}
@@ -498,7 +491,7 @@ class GradientStatistics(keras.callbacks.Callback):
                     self._stage_step,
                     w.astype(np.float64),
                 )
-            info = self._layers.get(
+            info = self._layer_info.get(
                 key, {"depth": None, "block": None, "role": "layer"}
             )
             layers.append(

@@ -557,6 +557,46 @@ class GradientStatisticsTest(TestCase):
         )
         self.assertAllFinite([r["loss"] for r in stats.records])
 
+    def test_probe_includes_forward_pass_and_weight_losses(self):
+        # Losses added during the forward pass (`add_loss`, here activity
+        # regularization) and weight regularizers enter the probe's loss
+        # and gradients, as they enter the training step's.
+        x, y = make_data(8, seed=7)
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(
+                    5,
+                    activation="relu",
+                    kernel_regularizer=keras.regularizers.L2(0.1),
+                    name="hidden",
+                ),
+                keras.layers.ActivityRegularization(l2=0.5, name="activity"),
+                keras.layers.Dense(3, name="logits"),
+            ],
+            name="mlp",
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(LEARNING_RATE),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        stats = GradientStatistics(x, y)
+        stats.set_model(model)
+        stats.on_train_begin()
+        w1, b1, w2, b2 = to_numpy(model.trainable_variables)
+        hidden = np.maximum(x @ w1 + b1, 0.0)
+        cross_entropy, _ = numpy_softmax_cross_entropy(hidden @ w2 + b2, y)
+        expected = (
+            cross_entropy
+            + 0.1 * np.sum(w1**2)
+            + 0.5 * np.sum(hidden**2) / len(x)
+        )
+        record = stats.records[0]
+        self.assertAllClose(record["loss"], expected, rtol=1e-5)
+        direct = direct_gradients(model, x, y)
+        for name, value in layer_norms(record).items():
+            self.assertAllClose(value, direct[name], rtol=1e-5)
+
     def test_invalid_arguments(self):
         x, y = make_data(4)
         with self.assertRaisesRegex(ValueError, "every_n_steps=0"):
