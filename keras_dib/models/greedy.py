@@ -177,7 +177,7 @@ class GreedyLayerwiseModel(keras.Model):
         self.head = head
         self.auxiliary_heads = list(auxiliary_heads)
         self.num_classes = num_classes
-        self._input_shape_arg = input_shape
+        self._sample_shape = input_shape
         self._inference_blocks = inference_blocks
         # Training state: read in `call`/`compute_loss`, so it is baked into
         # each traced step and only ever changed by `enter_stage` and
@@ -284,7 +284,7 @@ class GreedyLayerwiseModel(keras.Model):
             head=self.training_heads[num_blocks - 1],
             auxiliary_heads=self.auxiliary_heads[: num_blocks - 1],
             num_classes=self.num_classes,
-            input_shape=self._input_shape_arg,
+            input_shape=self._sample_shape,
             name=name or f"{self.name}_{num_blocks}_blocks",
         )
         if self.built and not model.built:
@@ -702,7 +702,7 @@ class GreedyLayerwiseModel(keras.Model):
             "head": keras.saving.serialize_keras_object(self.head),
             "auxiliary_heads": _serialize_list(self.auxiliary_heads),
             "num_classes": self.num_classes,
-            "input_shape": self._input_shape_arg,
+            "input_shape": self._sample_shape,
             "inference_blocks": self._inference_blocks,
         }
         return config
