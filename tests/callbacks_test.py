@@ -204,25 +204,27 @@ def test_plain_keras_fit_is_keras_tensorboard(tmp_path):
 
 
 def test_analysis_callbacks_write_to_the_same_log(tmp_path):
-    model = _tiny_greedy_model(num_blocks=2)
+    num_blocks = 2
+    model = _tiny_greedy_model(num_blocks=num_blocks)
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras_dib.losses.LocalObjective(),
     )
     x, y = _data(NUM_SAMPLES, (8, 8, 3))
     log_dir = str(tmp_path / "logs")
+    tensorboard = TensorBoard(log_dir, update_freq="batch")
     information = keras_dib.analysis.InformationPlaneCallback(
         x[:BATCH_SIZE],
         y[:BATCH_SIZE],
         include=("hsic",),
         batch_size=BATCH_SIZE,
-        record_initial=False,
+        tensorboard=tensorboard,
     )
     gradients = keras_dib.analysis.GradientStatistics(
         x[:BATCH_SIZE],
         y[:BATCH_SIZE],
         every_n_steps=2,
-        tensorboard_dir=os.path.join(log_dir, "gradients"),
+        tensorboard=tensorboard,
     )
     model.fit(
         x,
@@ -230,22 +232,65 @@ def test_analysis_callbacks_write_to_the_same_log(tmp_path):
         batch_size=BATCH_SIZE,
         epochs=1,
         # The information callback first: it adds to the epoch logs.
-        callbacks=[information, gradients, TensorBoard(log_dir)],
+        callbacks=[information, gradients, tensorboard],
         verbose=0,
     )
-    layer = information.records[-1]["layers"]
-    tag = f"epoch_info/{next(iter(layer))}/nHSIC_XT"
-    for block in range(2):
+    assert sorted(os.listdir(log_dir)) == [
+        "block_0",
+        "block_1",
+        "gradients",
+        "information_plane",
+    ]
+    block_names = [block.name for block in model.blocks]
+    batch_steps = []
+    for block in range(num_blocks):
         train = _read(os.path.join(log_dir, f"block_{block}", "train"))
+        # The `log_prefix` entries of the epoch logs, at the global epoch.
+        tag = f"epoch_info/{block_names[0]}/nHSIC_XT"
         assert _steps(train, tag) == [block]
-    gradient_steps = _steps(
-        _read(os.path.join(log_dir, "gradients")), "probe_loss"
-    )
-    # Records at the start and end of each block, on the global step axis
-    # (2 blocks of 2 steps), never going back.
-    assert gradient_steps == sorted(gradient_steps)
-    assert gradient_steps[0] == 0 and gradient_steps[-1] == 4
-    assert 2 in gradient_steps
+        batch_steps.append(_steps(train, "batch_loss"))
+
+    # Information plane: one point per record (before training, then the
+    # end of each block's epoch), at the TensorBoard callback's global
+    # step: the last batch step of each block.
+    records = information.records
+    steps = [record["step"] for record in records]
+    assert steps == [0] + [max(block_steps) for block_steps in batch_steps]
+    assert steps == [0, 2, 4]
+    scalars = _read(os.path.join(log_dir, "information_plane"))
+    for index, name in enumerate(block_names):
+        for key in ("nHSIC_XT", "nHSIC_TY"):
+            tag = f"information_plane/block_{index}/{key}"
+            assert _steps(scalars, tag) == steps
+            np.testing.assert_allclose(
+                [value for _, value in scalars[tag]],
+                [record["layers"][name][key] for record in records],
+                rtol=1e-6,
+            )
+
+    # Gradient statistics: at the start and every 2 steps of each block,
+    # never going back, tagged by the block trained.
+    scalars = _read(os.path.join(log_dir, "gradients"))
+    steps = [record["step"] for record in gradients.records]
+    assert _steps(scalars, "gradients/probe_loss") == steps
+    assert steps == [0, 2, 2, 4]
+    values = {
+        (tag, step): value
+        for tag, points in scalars.items()
+        for step, value in points
+    }
+    tagged_blocks = set()
+    for record in gradients.records:
+        for layer in record["layers"]:
+            tag = (
+                f"gradients/block_{layer['block']}/{layer['layer']}"
+                "/gradient_norm"
+            )
+            np.testing.assert_allclose(
+                values[(tag, record["step"])], layer["gradient_norm"], rtol=1e-6
+            )
+            tagged_blocks.add(layer["block"])
+    assert tagged_blocks == set(range(num_blocks))
 
 
 def test_config_and_bad_arguments(tmp_path):

@@ -17,7 +17,7 @@ The gradient itself needs the backend's differentiation (`jax.grad`,
 `tf.GradientTape`, `torch.autograd.grad`): that is the one
 backend-specific piece, isolated in `_gradient_function`, with lazy
 imports. TensorBoard files are written with `tf.summary` (TensorFlow is
-imported only when `tensorboard_dir` is set).
+imported only when `tensorboard` or `tensorboard_dir` is set).
 """
 
 import inspect
@@ -28,6 +28,8 @@ import time
 
 import keras
 import numpy as np
+
+from keras_dib import callbacks as block_callbacks
 
 PROFILE_MODES = ("start", "middle", "end")
 
@@ -258,11 +260,22 @@ class GradientStatistics(keras.callbacks.Callback):
             steps. Defaults to 50.
         filepath: optional path of a JSON lines file, one record a line.
             Defaults to None.
+        tensorboard: a `keras_dib.callbacks.TensorBoard` (written to its
+            `log_dir`) or a log folder, or None. Each record is written
+            as scalars to the run `gradients` of that folder, at its
+            `step`, the global step axis of the TensorBoard callback,
+            continuous across greedy blocks: `gradients/probe_loss`,
+            `gradients/gradient_norm_max_over_min`,
+            `gradients/gradient_norm_first_over_last` and
+            `gradients/block_<k>/<layer>/<name>` (`gradients/<layer>/<name>`
+            outside greedy blocks) for `gradient_norm`, `weight_norm` and
+            `update_ratio`. Needs TensorFlow (not the `tensorboard`
+            package). Defaults to None.
         tensorboard_dir: optional folder for TensorBoard event files
             (`gradient_norm/<layer>`, `weight_norm/<layer>`,
             `update_ratio/<layer>`, `probe_loss` at each step recorded),
-            written with `tf.summary`: needs TensorFlow installed (not the
-            tensorboard package). Defaults to None.
+            the run folder itself; not together with `tensorboard`.
+            Defaults to None.
         jit_compile: bool, compile the probe with `jax.jit` or
             `tf.function` (eager on torch). Defaults to True.
 
@@ -298,6 +311,7 @@ class GradientStatistics(keras.callbacks.Callback):
         filepath=None,
         tensorboard_dir=None,
         jit_compile=True,
+        tensorboard=None,
     ):
         _check_positive_int("every_n_steps", every_n_steps)
         x = _as_probe_structure("x", x)
@@ -324,6 +338,14 @@ class GradientStatistics(keras.callbacks.Callback):
                     f"`{name}` should be a path or None. "
                     f"Received: {name}={value!r}"
                 )
+        if tensorboard is not None and tensorboard_dir is not None:
+            raise ValueError(
+                "Pass `tensorboard` or `tensorboard_dir`, not both. Received: "
+                f"tensorboard={tensorboard!r}, "
+                f"tensorboard_dir={tensorboard_dir!r}"
+            )
+        if tensorboard is not None:
+            block_callbacks._tensorboard_log_dir(tensorboard)
         if not isinstance(jit_compile, bool):
             raise ValueError(
                 "`jit_compile` should be a bool. "
@@ -339,6 +361,7 @@ class GradientStatistics(keras.callbacks.Callback):
             None if tensorboard_dir is None else os.fspath(tensorboard_dir)
         )
         self.jit_compile = jit_compile
+        self.tensorboard = tensorboard
         self.records = []
         self.probe_seconds = 0.0
         self.num_probes = 0
@@ -548,31 +571,39 @@ class GradientStatistics(keras.callbacks.Callback):
             with open(self.filepath, mode) as file:
                 file.write(json.dumps(record) + "\n")
             self._file_started = True
-        if self.tensorboard_dir is not None:
-            self._write_tensorboard(record)
+        if self._writer is None and self.tensorboard is not None:
+            self._writer = block_callbacks._RunWriter(
+                self.tensorboard, "gradients"
+            )
+        if self._writer is None and self.tensorboard_dir is not None:
+            self._writer = block_callbacks._RunWriter(self.tensorboard_dir, "")
+        if self._writer is not None:
+            scalars = self._tensorboard_scalars(record)
+            self._writer.write(scalars, record["step"])
 
-    def _write_tensorboard(self, record):
-        # `tf.summary.write` with the scalars plugin's metadata is what
-        # `tf.summary.scalar` does, without needing the tensorboard package.
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
-        metadata = summary_pb2.SummaryMetadata()
-        metadata.plugin_data.plugin_name = "scalars"
-        scalars = [("probe_loss", record["loss"])]
+    def _tensorboard_scalars(self, record):
+        names = ("gradient_norm", "weight_norm", "update_ratio")
+        if self.tensorboard is None:
+            scalars = [("probe_loss", record["loss"])]
+            for layer in record["layers"]:
+                for name in names:
+                    scalars.append((f"{name}/{layer['layer']}", layer[name]))
+            return scalars
+        scalars = [
+            (f"gradients/{key}", record[key])
+            for key in (
+                "gradient_norm_max_over_min",
+                "gradient_norm_first_over_last",
+            )
+        ]
+        scalars.append(("gradients/probe_loss", record["loss"]))
         for layer in record["layers"]:
-            for name in ("gradient_norm", "weight_norm", "update_ratio"):
-                scalars.append((f"{name}/{layer['layer']}", layer[name]))
-        with self._writer.as_default(step=record["step"]):
-            for tag, value in scalars:
-                if value is not None:
-                    tf.summary.write(
-                        tag,
-                        tf.constant(value, dtype="float32"),
-                        metadata=metadata,
-                    )
+            where = layer["layer"]
+            if layer["block"] is not None:
+                where = f"block_{layer['block']}/{where}"
+            for name in names:
+                scalars.append((f"gradients/{where}/{name}", layer[name]))
+        return scalars
 
     # === Config ===
 
@@ -589,6 +620,11 @@ class GradientStatistics(keras.callbacks.Callback):
             "filepath": self.filepath,
             "tensorboard_dir": self.tensorboard_dir,
             "jit_compile": self.jit_compile,
+            "tensorboard": (
+                None
+                if self.tensorboard is None
+                else block_callbacks._tensorboard_log_dir(self.tensorboard)
+            ),
         }
 
     @classmethod

@@ -10,6 +10,7 @@ from keras_dib.analysis.gradients import GradientStatistics
 from keras_dib.analysis.gradients import gradient_norm_profile
 from keras_dib.analysis.gradients import load_gradient_statistics
 from keras_dib.analysis.gradients import plot_gradient_norms
+from keras_dib.callbacks import TensorBoard
 from keras_dib.testing import TestCase
 
 LEARNING_RATE = 0.5
@@ -609,6 +610,10 @@ class GradientStatisticsTest(TestCase):
             GradientStatistics(x, y, filepath=3)
         with self.assertRaisesRegex(ValueError, "jit_compile='yes'"):
             GradientStatistics(x, y, jit_compile="yes")
+        with self.assertRaisesRegex(ValueError, "tensorboard of type int"):
+            GradientStatistics(x, y, tensorboard=3)
+        with self.assertRaisesRegex(ValueError, "not both"):
+            GradientStatistics(x, y, tensorboard="a", tensorboard_dir="b")
         with self.assertRaisesRegex(ValueError, "when='later'"):
             gradient_norm_profile([], when="later")
         with self.assertRaisesRegex(ValueError, "records=3"):
@@ -624,10 +629,17 @@ class GradientStatisticsTest(TestCase):
     def test_serialization(self):
         x, y = make_data(4)
         stats = GradientStatistics(
-            x, y, every_n_steps=7, filepath="a.jsonl", jit_compile=False
+            x,
+            y,
+            every_n_steps=7,
+            filepath="a.jsonl",
+            jit_compile=False,
+            tensorboard=TensorBoard("logs"),
         )
         revived = self.run_serialization_test(stats)
         self.assertEqual(revived.every_n_steps, 7)
+        # The TensorBoard callback is saved as its log folder.
+        self.assertEqual(revived.tensorboard, "logs")
         np.testing.assert_array_equal(revived.x, x)
         np.testing.assert_array_equal(revived.y, y)
         self.assertEqual(revived.x.dtype, np.float32)
