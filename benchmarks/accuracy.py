@@ -354,7 +354,7 @@ def plot(records, path, title):
             blocks = np.arange(1, accuracies.shape[1] + 1)
             num_blocks = max(num_blocks, len(blocks))
             mean = accuracies.mean(axis=0)
-            axes.errorbar(
+            bars = axes.errorbar(
                 blocks,
                 mean,
                 yerr=[mean - accuracies.min(0), accuracies.max(0) - mean],
@@ -362,6 +362,19 @@ def plot(records, path, title):
                 capsize=3,
                 label=f"{label}{seeds}",
             )
+            # The depth `fit(select_depth=...)` chose on validation, per
+            # seed: the test accuracy the run reports.
+            for record in group:
+                chosen = record.get("inference_blocks")
+                if chosen:
+                    axes.plot(
+                        chosen,
+                        100 * record["test_accuracy"],
+                        "*",
+                        markersize=14,
+                        color=bars[0].get_color(),
+                        markeredgecolor="black",
+                    )
     axes.set_xticks(range(1, num_blocks + 1))
     axes.set_xlabel("blocks trained (auxiliary head of the last one)")
     axes.set_ylabel("test accuracy (%)")
