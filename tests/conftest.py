@@ -11,9 +11,23 @@
   `--backend_free_on=BACKEND` they run only when the Keras backend is
   BACKEND (deselected otherwise), so that CI runs them in one backend's
   pass only.
+
+XLA (JAX, and TensorFlow's jit-compiled steps) compiles the tests' tiny
+models without LLVM's expensive optimisations (`XLA_FLAGS`, set here before
+any backend is imported and inherited by the tests' subprocesses): the
+compilation, not the few steps run, is most of each fit's time on CPU.
+Set `XLA_FLAGS` yourself to override.
 """
 
+import os
+
 import pytest
+
+os.environ.setdefault(
+    "XLA_FLAGS",
+    "--xla_backend_optimization_level=0 "
+    "--xla_llvm_disable_expensive_passes=true",
+)
 
 
 def pytest_addoption(parser):

@@ -131,7 +131,8 @@ class DataParallelTest(TestCase):
             self,
             SCRIPT,
             KERAS_BACKEND="jax",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+            + " --xla_force_host_platform_device_count=2",
         )
 
 
