@@ -877,7 +877,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
             total_epochs * steps * s["batch_size"] / wall_time, 1
         ),
         "block_history": block_history(history),
-        "inference_blocks": getattr(model, "inference_blocks", None),
+        "inference_blocks": model.inference_blocks,
         "settings": dict(s),
         "backend": keras.backend.backend(),
         "device": device_description(),

@@ -23,18 +23,20 @@ from keras_dib.models.validation import check_model_arguments
 from keras_dib.models.validation import validate_fit_inputs
 
 
-def _check_inference_blocks(inference_blocks, num_blocks):
-    if inference_blocks is None:
+def _check_block_count(name, value, num_blocks, optional=False):
+    """Raises unless `value` is a number of blocks in `1..num_blocks`
+    (or None, when `optional`)."""
+    if optional and value is None:
         return
     if (
-        isinstance(inference_blocks, bool)
-        or not isinstance(inference_blocks, (int, np.integer))
-        or not 1 <= inference_blocks <= num_blocks
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 1 <= value <= num_blocks
     ):
+        none = "None or " if optional else ""
         raise ValueError(
-            f"`inference_blocks` should be None or an integer in "
-            f"1..{num_blocks} (the number of blocks). Received: "
-            f"inference_blocks={inference_blocks!r}"
+            f"`{name}` should be {none}an integer in 1..{num_blocks}. "
+            f"Received: {name}={value!r}"
         )
 
 
@@ -164,7 +166,9 @@ class GreedyLayerwiseModel(keras.Model):
         **kwargs,
     ):
         check_model_arguments(blocks, head, auxiliary_heads, num_classes)
-        _check_inference_blocks(inference_blocks, len(blocks))
+        _check_block_count(
+            "inference_blocks", inference_blocks, len(blocks), optional=True
+        )
         if auxiliary_heads is None:
             auxiliary_heads = [
                 AuxiliaryHead(num_classes, name=f"auxiliary_head_{index}")
@@ -213,7 +217,9 @@ class GreedyLayerwiseModel(keras.Model):
 
     @inference_blocks.setter
     def inference_blocks(self, value):
-        _check_inference_blocks(value, self.num_blocks)
+        _check_block_count(
+            "inference_blocks", value, self.num_blocks, optional=True
+        )
         self._inference_blocks = None if value is None else int(value)
         # The traced steps bake the depth in: trace them again (as
         # `compile` does).
@@ -269,15 +275,7 @@ class GreedyLayerwiseModel(keras.Model):
         >>> short.head is model.training_heads[4]
         True
         """
-        if (
-            isinstance(num_blocks, bool)
-            or not isinstance(num_blocks, (int, np.integer))
-            or not 1 <= num_blocks <= self.num_blocks
-        ):
-            raise ValueError(
-                "`num_blocks` should be an integer in "
-                f"1..{self.num_blocks}. Received: num_blocks={num_blocks!r}"
-            )
+        _check_block_count("num_blocks", num_blocks, self.num_blocks)
         num_blocks = int(num_blocks)
         model = GreedyLayerwiseModel(
             self.blocks[:num_blocks],

@@ -165,7 +165,6 @@ class AuxiliaryHead(keras.layers.Layer):
                         dtype=self.dtype_policy, name=f"relu{suffix}"
                     ),
                 ]
-            height, width = input_shape[1], input_shape[2]
             if self.pooling == "global_average":
                 layers.append(
                     keras.layers.GlobalAveragePooling2D(
@@ -173,17 +172,8 @@ class AuxiliaryHead(keras.layers.Layer):
                     )
                 )
             else:
-                if height is None or width is None:
-                    raise ValueError(
-                        "AuxiliaryHead needs static spatial dimensions for "
-                        "grid pooling. Received: "
-                        f"input_shape={input_shape}"
-                    )
-                pool = (
-                    max(height // self.grid_size, 1),
-                    max(width // self.grid_size, 1),
-                )
-                if pool != (1, 1):
+                pool = _pool_size(input_shape, self.grid_size, "grid pooling")
+                if pool is not None:
                     pool_class = (
                         keras.layers.AveragePooling2D
                         if self.pooling == "average"
@@ -231,18 +221,9 @@ class AuxiliaryHead(keras.layers.Layer):
         """Pool size of the downsampling, or None when there is none."""
         if self.downsample_size is None:
             return None
-        height, width = input_shape[1], input_shape[2]
-        if height is None or width is None:
-            raise ValueError(
-                "AuxiliaryHead needs static spatial dimensions for "
-                "`downsample_size`. Received: "
-                f"input_shape={input_shape}"
-            )
-        pool = (
-            max(height // self.downsample_size, 1),
-            max(width // self.downsample_size, 1),
+        return _pool_size(
+            input_shape, self.downsample_size, "`downsample_size`"
         )
-        return None if pool == (1, 1) else pool
 
     def _conv_filter_list(self):
         if self.conv_filters is None:
@@ -301,6 +282,19 @@ def _check_positive_int(name, value):
         raise ValueError(
             f"`{name}` should be a positive integer. Received: {name}={value!r}"
         )
+
+
+def _pool_size(input_shape, size, purpose):
+    """The pool that brings `input_shape`'s maps down to about `size`, or
+    None when they are not larger (no pooling)."""
+    height, width = input_shape[1], input_shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            f"AuxiliaryHead needs static spatial dimensions for {purpose}. "
+            f"Received: input_shape={input_shape}"
+        )
+    pool = (max(height // size, 1), max(width // size, 1))
+    return None if pool == (1, 1) else pool
 
 
 def _check_conv_filters(conv_filters):
