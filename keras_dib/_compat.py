@@ -15,6 +15,10 @@ Keras upgrade that changes the internals fails there, loudly.
   `keras_dib.models.split_model` walks to cut a model into blocks. Keras
   exposes only the first call of a layer publicly (`layer.output`), not
   the producer of an arbitrary tensor.
+- The chief of a multi-process fit: Keras has no public API telling
+  whether this process is the one that writes checkpoints, so
+  `is_chief_process` asks the backend (JAX's process index, the
+  `tf.distribute` strategy's `should_checkpoint`).
 """
 
 import keras
@@ -44,6 +48,32 @@ def unscale_loss_for_distribution(value):
     if replicas > 1:
         value = ops.multiply(value, ops.cast(replicas, value.dtype))
     return value
+
+
+def is_chief_process(model=None):
+    """Whether this process writes the files of a multi-process fit.
+
+    JAX: process 0 of `keras.distribution.initialize` (True when there is
+    one process). TensorFlow: the chief of the model's `tf.distribute`
+    strategy (worker 0 of a `MultiWorkerMirroredStrategy` without a
+    chief task; True for every other strategy). Other backends: True.
+
+    Args:
+        model: optional Keras model whose strategy is asked (TensorFlow:
+            the strategy it was built under, else the current one).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = getattr(model, "distribute_strategy", None)
+        strategy = strategy or tf.distribute.get_strategy()
+        return bool(strategy.extended.should_checkpoint)
+    return True
 
 
 def producer_node(tensor):

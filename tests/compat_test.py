@@ -29,6 +29,15 @@ class CompatTest(TestCase):
             keras_loss.unscale_loss_for_distribution(value),
         )
 
+    def test_one_process_is_the_chief(self):
+        # Two processes: tests/models/multiprocess_test.py.
+        self.assertTrue(_compat.is_chief_process())
+        self.assertTrue(_compat.is_chief_process(keras.Sequential()))
+        if keras.backend.backend() == "jax":
+            from keras.src.backend.jax import distribution_lib
+
+            self.assertEqual(distribution_lib.process_id(), 0)
+
     @pytest.mark.skipif(
         keras.backend.backend() != "tensorflow",
         reason="tf.distribute replicas exist on TensorFlow only",

@@ -8,6 +8,11 @@ the data order. It is written to a temporary file, flushed to disk and then
 renamed over the old one (`os.replace`, atomic on POSIX and Windows), so a
 process killed at any point, also during a write, leaves either the old or
 the new checkpoint, never a broken one.
+
+In a fit launched as several processes (`keras.distribution.initialize`
+on JAX, a multi-worker `tf.distribute` strategy on TensorFlow), only the
+chief (process 0) writes the checkpoint; every process reads it on
+resume, so the folder must be one they all see.
 """
 
 import json
@@ -98,9 +103,15 @@ class FitCheckpoint:
         resume: `"strict"` (default): any difference is refused;
             `"allow_changes"`: differences in the `CHANGEABLE` entries are
             accepted.
+        writer: whether this process writes the checkpoint (True, the
+            default; False for the processes of a multi-process fit other
+            than the chief). A reader creates, writes and deletes nothing,
+            and does not compare the `data` entry: each process of a
+            multi-process fit may feed its own share of the data, and the
+            checkpoint holds the chief's.
     """
 
-    def __init__(self, directory, fingerprint, resume="strict"):
+    def __init__(self, directory, fingerprint, resume="strict", writer=True):
         if not isinstance(directory, (str, os.PathLike)) or not os.fspath(
             directory
         ):
@@ -117,6 +128,7 @@ class FitCheckpoint:
         self.path = os.path.join(self.directory, FILENAME)
         self.fingerprint = normalize(fingerprint)
         self.resume = resume
+        self.writer = writer
 
     def prepare(self):
         """Creates the folder and writes a probe file, before training.
@@ -124,8 +136,10 @@ class FitCheckpoint:
         Raises:
             ValueError: naming the path, when the folder cannot be created
                 or written to (an existing file, a folder under a file, no
-                permission...).
+                permission...). A reader checks nothing (the chief does).
         """
+        if not self.writer:
+            return
         probe = f"{self.path}.tmp-probe-{os.getpid()}"
         try:
             os.makedirs(self.directory, exist_ok=True)
@@ -207,8 +221,10 @@ class FitCheckpoint:
                 )
         for key, expected in self.fingerprint.items():
             received = meta["fingerprint"].get(key)
-            if received == expected or (
-                self.resume == "allow_changes" and key in CHANGEABLE
+            if (
+                received == expected
+                or (self.resume == "allow_changes" and key in CHANGEABLE)
+                or (key == "data" and not self.writer)
             ):
                 continue
             name, received, expected = _first_difference(
@@ -230,7 +246,10 @@ class FitCheckpoint:
     # === Writing ===
 
     def save(self, model, state):
-        """Writes `state` plus the model and optimizer variables atomically."""
+        """Writes `state` plus the model and optimizer variables atomically
+        (nothing on a reader)."""
+        if not self.writer:
+            return
         os.makedirs(self.directory, exist_ok=True)
         model_values = [_to_numpy(v) for v in model.variables]
         optimizer_values = [_to_numpy(v) for v in model.optimizer.variables]
@@ -255,8 +274,9 @@ class FitCheckpoint:
         _fsync_directory(self.directory)
 
     def remove_stale_temporaries(self):
-        """Deletes temporary files left by a process killed mid-write."""
-        if not os.path.isdir(self.directory):
+        """Deletes temporary files left by a process killed mid-write
+        (not on a reader: they may be the chief's, being written)."""
+        if not self.writer or not os.path.isdir(self.directory):
             return
         for name in os.listdir(self.directory):
             if name.startswith(FILENAME + ".tmp-"):

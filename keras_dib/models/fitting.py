@@ -19,6 +19,7 @@ import hashlib
 import keras
 import numpy as np
 
+from keras_dib import _compat
 from keras_dib.models import caching
 from keras_dib.models import checkpointing
 from keras_dib.models import validation
@@ -476,7 +477,10 @@ class Resume:
         if directory is None:
             return
         self.checkpoint = checkpointing.FitCheckpoint(
-            directory, fingerprint, resume
+            directory,
+            fingerprint,
+            resume,
+            writer=_compat.is_chief_process(model),
         )
         self.checkpoint.prepare()
         self.saved = self.checkpoint.load()

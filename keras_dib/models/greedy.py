@@ -582,7 +582,10 @@ class GreedyLayerwiseModel(keras.Model):
                 images and labels; a `tf.data.Dataset`: cardinality and
                 element spec; a `PyDataset`: length and first batch's
                 shapes), objective config or optimizer config. The folder
-                is created and probed for writing before training.
+                is created and probed for writing before training. In a
+                fit launched as several processes, only the chief
+                (process 0) writes, and every process resumes from the
+                folder (which they must all see).
             resume: `"strict"` (default) or `"allow_changes"`: with
                 `checkpoint_dir`, resume even when the data, the objective
                 config or the optimizer config changed (say, a lower
