@@ -206,3 +206,47 @@ class JaxMultiProcessTest(TestCase):
         _assert_same_fit(
             self, prefix, reference, ("loss", "cross_entropy", "compression")
         )
+
+
+def _failed_in_keras(results):
+    """Whether every process failed with Keras' multi-worker error."""
+    return all(
+        status != 0
+        and KERAS_MULTI_WORKER_ERROR in output
+        and KERAS_MULTI_WORKER_FRAME in output
+        for status, output in results
+    )
+
+
+class TensorFlowMultiWorkerTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip("tf.distribute runs on TensorFlow")
+
+    def test_greedy_fit_on_two_workers_matches_one(self):
+        # MultiWorkerMirroredStrategy over 2 workers (TF_CONFIG), the model
+        # built and compiled in its scope. As in distribution_test.py's
+        # MirroredStrategy test, no batch normalization and no Gram-matrix
+        # term (beta=0): each replica would have its own batch statistics
+        # and Gram matrices, other estimators than the full batch's.
+        folder = self.get_temp_dir()
+        prefix = os.path.join(folder, "two")
+        reference = os.path.join(folder, "one")
+        results = _launch("tensorflow", 2, prefix)
+        if _failed_in_keras(results) and _failed_in_keras(
+            _launch("tensorflow-plain", 2, prefix)
+        ):
+            pytest.skip(
+                f"Keras {keras.version()} cannot fit under "
+                "tf.distribute.MultiWorkerMirroredStrategy: before "
+                "training, its TensorFlow trainer "
+                "(_maybe_symbolic_build) averages the first batch with "
+                "strategy.reduce, which fails on a nested batch "
+                "(ValueError: Attempt to convert a value (PerReplica...) "
+                "with an unsupported type), and a plain keras.Sequential "
+                "fails alike"
+            )
+        _check_statuses(self, results)
+        _check_statuses(self, _launch("tensorflow", 1, reference))
+        _assert_same_fit(self, prefix, reference, ("loss",))

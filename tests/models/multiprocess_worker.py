@@ -8,7 +8,9 @@ Run by `multiprocess_test.py`, one subprocess per process:
 ENGINE is `jax` (`keras.distribution.initialize` and `DataParallel` over
 one CPU device per process) or `tensorflow`
 (`tf.distribute.MultiWorkerMirroredStrategy`, one CPU worker per process,
-configured through `TF_CONFIG`). PORTS is a comma-separated list of free
+configured through `TF_CONFIG`); `tensorflow-plain` fits a plain
+`keras.Sequential` under that strategy instead (printing DONE), to tell
+Keras' own failures from keras_dib's. PORTS is a comma-separated list of free
 ports on 127.0.0.1: JAX uses the first (process 0's coordinator),
 TensorFlow one per worker. With NUM_PROCESSES 1 the same fit runs in one
 process on one device, without any distribution: the reference.
@@ -145,6 +147,27 @@ def _setup_tensorflow(process_id, num_processes, ports):
     return strategy
 
 
+def _plain_keras_fit(strategy):
+    """A `keras.Sequential` fit under `strategy`, without keras_dib."""
+    import keras
+    import numpy as np
+
+    keras.config.disable_traceback_filtering()
+    x, y = _data()
+    with strategy.scope():
+        model = keras.Sequential(
+            [keras.Input((32, 32, 3)), keras.layers.Flatten()]
+            + [keras.layers.Dense(NUM_CLASSES)]
+        )
+        model.compile(
+            optimizer="sgd",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    model.fit(x, y, batch_size=GLOBAL_BATCH, verbose=0, shuffle=False)
+    assert np.all(np.isfinite(model.get_weights()[0]))
+    print("DONE")
+
+
 def _recorder(stop_at):
     """A callback recording the `(block, epoch)` begun and exiting the
     process at `stop_at` (`"B:E"`, or None)."""
@@ -196,6 +219,8 @@ def main(
         strategy = _setup_jax(process_id, num_processes, ports)
     else:
         strategy = _setup_tensorflow(process_id, num_processes, ports)
+    if engine == "tensorflow-plain":
+        return _plain_keras_fit(strategy)
 
     import keras
     import numpy as np
