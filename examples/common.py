@@ -19,6 +19,24 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # On JAX's CPU backend the eigendecomposition (alpha=1.01) runs in
 # OpenBLAS, whose threads fight XLA's for the cores (3-5x slower).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# TensorFlow (imported by the data pipelines) prints its start-up (oneDNN,
+# CUDA probes) through a native logger that ignores TF_CPP_MIN_LOG_LEVEL
+# before it is initialised, then probes CUDA ("failed call to cuInit", an
+# ERROR line) on CPU-only machines. Unless the user chose a level, a run
+# stays quiet: native logs below FATAL are off and that import's native
+# stderr is discarded (Python errors still propagate as exceptions).
+_QUIET_TENSORFLOW = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if _QUIET_TENSORFLOW:
+    _saved_stderr = os.dup(2)
+    _devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(_devnull, 2)
+    try:
+        import tensorflow  # noqa: E402, F401
+    finally:
+        os.dup2(_saved_stderr, 2)
+        os.close(_saved_stderr)
+        os.close(_devnull)
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -924,14 +942,23 @@ def output_name(dataset, mode):
 
 
 def start(main_function):
-    """`absl.app.run(main_function)`, with `--help` exiting 0 (absl: 1)."""
+    """`absl.app.run(main_function)`: `--help` exits 0 (absl: 1), quiet logs."""
     import sys
 
     from absl import app
+    from absl import logging
 
     if any(arg in ("--help", "-h", "-?") for arg in sys.argv[1:]):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main_function)
+
+    def quiet_main(argv):
+        # absl logs INFO by default (e.g. JAX's "Unable to initialize
+        # backend 'tpu'"); keep WARNING unless --verbosity was given.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        return main_function(argv)
+
+    app.run(quiet_main)
 
 
 def main(dataset, flag_values):

@@ -50,9 +50,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import json  # noqa: E402
 import time  # noqa: E402
 
+import common  # noqa: E402  (before keras: quiet TensorFlow start-up)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -363,4 +363,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)
