@@ -23,7 +23,7 @@ of four ways (`--mode`):
 Run from the repository root:
 
 ```
-python examples/gtsrb.py --quick                    # a smoke run (< 1 min, CPU)
+python examples/gtsrb.py --quick        # smoke run: ~1 min on CPU, ~28%
 python examples/gtsrb.py --width 16 --epochs_per_block 2
 python examples/gtsrb.py --mode end_to_end --epochs 30
 python examples/gtsrb.py --architecture resnet --depth 18 --width 16
