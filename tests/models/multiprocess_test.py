@@ -184,6 +184,21 @@ class JaxMultiProcessTest(TestCase):
             gram = _load(prefix, process_id)[1]["gram"]
             self.assertAllClose(gram["sharded"], gram["full"], atol=1e-5)
             self.assertGreater(abs(gram["full"] - gram["halves"]), 1e-2)
+        # `predict` of several JAX processes: Keras gathers the outputs
+        # with NumPy, which cannot read the other process' shard (the
+        # weights compared above give the one-process predictions).
+        expected = np.asarray(_load(reference)[1]["predictions"])
+        for process_id in range(2):
+            record = _load(prefix, process_id)[1]
+            if "predictions" in record:
+                np.testing.assert_allclose(
+                    record["predictions"],
+                    multiprocess_worker._local_share(expected, process_id, 2),
+                    atol=1e-4,
+                    rtol=1e-4,
+                )
+            else:
+                self.assertIn("non-addressable", record["predict_error"])
 
     def test_checkpoints_by_process_0_resumed_by_both(self):
         folder = self.get_temp_dir()

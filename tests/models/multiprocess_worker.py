@@ -21,8 +21,9 @@ worker passes all the data and the strategy splits every batch between
 the workers. The fit ends with every model variable in
 OUTPUT_PREFIX-PROCESS_ID.npz, and in OUTPUT_PREFIX-PROCESS_ID.json the
 History, the `(block, epoch)` of every epoch begun in this process, the
-number of checkpoints this process wrote and (JAX) the DIB compression
-term of the first global batch computed three ways (`_gram_check`).
+number of checkpoints this process wrote, the predictions of its inputs
+(or the error of `predict`) and (JAX) the DIB compression term of the
+first global batch computed three ways (`_gram_check`).
 
 With CHECKPOINT_DIR the fit checkpoints there; STOP_AT `B:E` makes the
 process exit (status 3, writing nothing) when epoch E of block B begins,
@@ -286,6 +287,13 @@ def main(
     if engine == "jax":
         dib = keras_dib.DIB(alpha=2.0, beta=0.01)
         record["gram"] = _gram_check(dib, x, num_processes)
+    # `predict` on this process' inputs: with several JAX processes Keras
+    # cannot gather the outputs (they span the other processes' devices).
+    try:
+        predictions = model.predict(x, batch_size=batch_size, verbose=0)
+        record["predictions"] = np.asarray(predictions).tolist()
+    except RuntimeError as error:
+        record["predict_error"] = str(error)
     prefix = f"{output_prefix}-{process_id}"
     np.savez(
         prefix + ".npz",
