@@ -15,6 +15,7 @@
 """
 
 import hashlib
+import warnings
 
 import keras
 import numpy as np
@@ -101,6 +102,58 @@ def sample_shape(x):
         "`input_shape` to GreedyLayerwiseModel (or call "
         f"`model.build`). Received data of type {type(x).__name__}"
     )
+
+
+# Optimizer steps below which a block trained on its own is undertrained
+# (GTSRB, 4,000 images, VGG-11, 2 epochs a block: 62 steps a block gave
+# 68% of end to end's test accuracy at the same passes, 250 steps 97%).
+MIN_STEPS_PER_BLOCK = 200
+
+
+def steps_per_epoch(x, batch_size, kwargs):
+    """Training batches per epoch of `fit`'s data, or None if unknown."""
+    steps = kwargs.get("steps_per_epoch")
+    if steps:
+        return int(steps)
+    if hasattr(x, "cardinality"):
+        steps = int(x.cardinality())
+        return steps if steps > 0 else None
+    if isinstance(x, keras.utils.PyDataset):
+        try:
+            return len(x)
+        except (NotImplementedError, TypeError):
+            return None
+    if hasattr(x, "shape"):
+        samples = int(x.shape[0])
+        split = kwargs.get("validation_split")
+        if split and kwargs.get("validation_data") is None:
+            samples = int(samples * (1.0 - split))
+        return -(-samples // (batch_size or 32))
+    return None
+
+
+def warn_few_steps(schedule, stages, x, batch_size, kwargs):
+    """Warns when a block trained in turn gets few optimizer steps.
+
+    Greedy blocks start from scratch one after another, so each needs a
+    few hundred steps; on a small training set with a large batch they get
+    far fewer than one end-to-end fit of the same passes gives the network.
+    """
+    if not getattr(schedule, "trains_blocks_in_turn", False):
+        return
+    steps = steps_per_epoch(x, batch_size, kwargs)
+    block_stages = [s for s in stages if s.epochs and s.block is not None]
+    if steps is None or not block_stages:
+        return
+    fewest = min(steps * s.epochs for s in block_stages)
+    if fewest < MIN_STEPS_PER_BLOCK:
+        warnings.warn(
+            f"A block gets only {fewest} optimizer steps ({steps} batches "
+            f"an epoch); blocks trained in turn need a few hundred "
+            f"(>= {MIN_STEPS_PER_BLOCK}) to reach end to end's accuracy. "
+            "Use a smaller batch size or more epochs per block.",
+            stacklevel=3,
+        )
 
 
 def _has_validation(kwargs):

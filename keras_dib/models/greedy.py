@@ -640,6 +640,7 @@ class GreedyLayerwiseModel(keras.Model):
             self.build((None,) + fitting.sample_shape(x))
         floor = validation.min_batch_size(self, schedule)
         validate_fit_inputs(self, x, y, batch_size, kwargs, floor)
+        fitting.warn_few_steps(schedule, stages, x, batch_size, kwargs)
         fingerprint = None
         if checkpoint_dir is not None:
             fingerprint = fitting.fit_fingerprint(
