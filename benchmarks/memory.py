@@ -118,6 +118,12 @@ flags.DEFINE_integer(
     "Auxiliary heads average-pool larger feature maps down to about this "
     "side before their convolutions (0: no downsampling, the default).",
 )
+flags.DEFINE_string(
+    "head_conv_filters",
+    None,
+    "Auxiliary heads' 3x3 convolutions: '32', '32,32', 'auglocal' or '0' "
+    "(none); default: the builder's.",
+)
 flags.DEFINE_bool(
     "pool_in_next_block",
     False,
@@ -128,6 +134,14 @@ flags.DEFINE_string(
     "variant",
     "default",
     "Label of the split/head variant, recorded in every JSON line.",
+)
+flags.DEFINE_list(
+    "compare_variants",
+    [],
+    "Measure nothing: plot each block's XLA step memory as a fraction of "
+    "end to end for these variants (latest records of each, one model: "
+    "--architecture) from <output_dir>/memory.jsonl into "
+    "memory_<setting>_<architecture>_variants.png.",
 )
 flags.DEFINE_enum("data", "gtsrb", ["gtsrb", "synthetic"], "Input images.")
 flags.DEFINE_string("data_dir", None, "GTSRB folder (../shared/data/gtsrb).")
@@ -226,6 +240,10 @@ def _builder_kwargs():
         kwargs["head_downsample_size"] = FLAGS.head_downsample_size
     if FLAGS.pool_in_next_block:
         kwargs["pool_in_next_block"] = True
+    if FLAGS.head_conv_filters is not None:
+        kwargs["head_conv_filters"] = common.parse_conv_filters(
+            FLAGS.head_conv_filters
+        )
     return kwargs
 
 
@@ -427,6 +445,8 @@ def _run_worker(stage, data_path, directory):
         f"--head_downsample_size={FLAGS.head_downsample_size}",
         f"--{'' if FLAGS.pool_in_next_block else 'no'}pool_in_next_block",
     ]
+    if FLAGS.head_conv_filters is not None:
+        command.append(f"--head_conv_filters={FLAGS.head_conv_filters}")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     completed = subprocess.run(
         command,
@@ -570,10 +590,83 @@ def plot(records, path):
     figure.savefig(path, dpi=120)
 
 
+def _latest_ratios(records, model, variant, batch_size):
+    """{block: XLA step ratio to end to end} of a variant's latest run."""
+    rows = [
+        r
+        for r in records
+        if r.get("model") == model
+        and r.get("variant") == variant
+        and r.get("batch_size") == batch_size
+        and r.get("schedule") == "sequential"
+        and r.get("xla")
+    ]
+    ratios = {}
+    for r in sorted(rows, key=lambda r: r["time"]):
+        ratios[_block_order(r)] = r["ratio_to_end_to_end"]["xla_step"]
+    return ratios
+
+
+def plot_variants(records, variants, path):
+    """Grouped bars: each block's step memory / end to end's, per variant."""
+    from matplotlib.figure import Figure
+
+    model = next(
+        r["model"]
+        for r in reversed(records)
+        if r.get("variant") == variants[0]
+        and FLAGS.architecture in r["model"].lower()
+    )
+    batch_size = _setting("batch_sizes")[0]
+    figure = Figure(figsize=(7.5, 3.6))
+    axes = figure.add_subplot(1, 1, 1)
+    step = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        ratios = _latest_ratios(records, model, variant, int(batch_size))
+        if not ratios:
+            raise app.UsageError(
+                f"No sequential records of variant {variant!r} for {model} "
+                f"at batch {batch_size} in memory.jsonl."
+            )
+        blocks = sorted(ratios)
+        axes.bar(
+            [b - 0.4 + step * (index + 0.5) for b in blocks],
+            [ratios[b] for b in blocks],
+            step,
+            label=f"{variant} (max {max(ratios.values()):.0%})",
+        )
+    axes.axhline(0.5, color="k", linestyle="--", linewidth=0.8)
+    axes.text(0.55, 0.51, "50% of end to end", fontsize=7)
+    axes.set_xlabel("greedy block", fontsize=8)
+    axes.set_ylabel("train-step memory / end to end's", fontsize=8)
+    first = records[-1]
+    axes.set_title(
+        f"{model}, batch {batch_size}: XLA step analysis\n"
+        f"{first['device']}, {first['backend']}, {first['dataset']}",
+        fontsize=8,
+    )
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3, axis="y")
+    axes.tick_params(labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main(argv):
     del argv
     if FLAGS.worker is not None:
         worker()
+        return
+    if FLAGS.compare_variants:
+        jsonl = os.path.join(FLAGS.output_dir, "memory.jsonl")
+        with open(jsonl) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        png = os.path.join(
+            FLAGS.output_dir,
+            f"memory_{FLAGS.setting}_{FLAGS.architecture}_variants.png",
+        )
+        plot_variants(records, FLAGS.compare_variants, png)
+        print(f"plot: {png}", flush=True)
         return
     if FLAGS.pool_in_next_block and FLAGS.architecture != "vgg":
         raise app.UsageError(
@@ -629,7 +722,8 @@ def main(argv):
                         "depth": _depth(),
                         "granularity": "layer",
                         "head_grid_size": 4,
-                        "head_conv_filters": "builder default (32)",
+                        "head_conv_filters": FLAGS.head_conv_filters
+                        or "builder default",
                         "head_downsample_size": FLAGS.head_downsample_size
                         or None,
                         "pool_in_next_block": FLAGS.pool_in_next_block,
