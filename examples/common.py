@@ -151,6 +151,21 @@ def define_flags(dataset):
         0,
         "Units of a hidden Dense layer in each auxiliary head (0: none).",
     )
+    flags.DEFINE_integer(
+        "head_downsample_size",
+        0,
+        "Auxiliary heads average-pool feature maps larger than about this "
+        "side down to it before their convolutions (0: none). With "
+        "--pool_in_next_block: the memory-balanced split.",
+    )
+    flags.DEFINE_bool(
+        "pool_in_next_block",
+        False,
+        "VGG: each stage's max pooling starts the next block instead of "
+        "ending the stage's last one (the memory-balanced split, with "
+        "--head_downsample_size 8: every block <= 50% of end to end's step "
+        "memory).",
+    )
     flags.DEFINE_enum(
         "final_head",
         "classifier",
@@ -739,6 +754,8 @@ def settings_from_flags(flag_values):
         "head_grid_size",
         "head_conv_filters",
         "head_hidden_units",
+        "head_downsample_size",
+        "pool_in_next_block",
         "final_head",
         "cache_prefix",
         "validation_size",
