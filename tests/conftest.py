@@ -7,7 +7,8 @@
   data sets in ../shared/data. `pytest tests --run_large` adds them; CI
   runs every tier.
 - `backend_free`: tests whose result does not depend on the Keras backend
-  (data loading and caching, plots). They run by default; with
+  (data loading and caching, plots), or that cover every backend from any
+  one of them (cross-backend loading). They run by default; with
   `--backend_free_on=BACKEND` they run only when the Keras backend is
   BACKEND (deselected otherwise), so that CI runs them in one backend's
   pass only.
@@ -17,9 +18,18 @@ models without LLVM's expensive optimisations (`XLA_FLAGS`, set here before
 any backend is imported and inherited by the tests' subprocesses): the
 compilation, not the few steps run, is most of each fit's time on CPU.
 Set `XLA_FLAGS` yourself to override.
+
+On JAX, one pass of the suite shares a persistent compilation cache (a
+temporary folder, removed at the end; inherited by the tests' subprocesses,
+which start fresh interpreters): the same tiny models are compiled by many
+tests and by every kill-and-resume or example subprocess. Every compilation
+is cached (no minimum compile time). Set `JAX_COMPILATION_CACHE_DIR`
+yourself to keep or share the cache, or to an empty string to turn it off.
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -28,6 +38,11 @@ os.environ.setdefault(
     "--xla_backend_optimization_level=0 "
     "--xla_llvm_disable_expensive_passes=true",
 )
+_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="keras_dib_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_addoption(parser):
@@ -62,3 +77,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("large"):
             item.add_marker(skip_large)
+
+
+def pytest_unconfigure(config):
+    if _JAX_CACHE:
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
