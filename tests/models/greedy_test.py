@@ -70,6 +70,48 @@ def _changed(before, after):
     return not all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+# === Cross-backend loading ===
+
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+# Run on another backend (cwd: the repository): loads the models saved by
+# the backends named on the command line, then saves its own.
+CROSS_BACKEND_SCRIPT = """
+import sys
+from tests.models.greedy_test import _load_and_predict, _save_fitted_model
+for source in sys.argv[2:]:
+    _load_and_predict(sys.argv[1], source)
+_save_fitted_model(sys.argv[1])
+"""
+
+
+def _save_fitted_model(directory):
+    """Fits a model on this backend; saves it and its predictions on x."""
+    backend = keras.backend.backend()
+    model = _model()
+    _compile(model)
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.save(os.path.join(directory, f"{backend}.keras"))
+    x = np.load(os.path.join(directory, "x.npy"))
+    np.save(
+        os.path.join(directory, f"{backend}.npy"), model.predict(x, verbose=0)
+    )
+
+
+def _load_and_predict(directory, source):
+    """Loads the model saved on `source`; saves its predictions here."""
+    backend = keras.backend.backend()
+    model = keras.saving.load_model(os.path.join(directory, f"{source}.keras"))
+    assert type(model) is GreedyLayerwiseModel, type(model)
+    x = np.load(os.path.join(directory, "x.npy"))
+    np.save(
+        os.path.join(directory, f"{source}_on_{backend}.npy"),
+        model.predict(x, verbose=0),
+    )
+
+
 # === Gradients ===
 
 
@@ -555,36 +597,50 @@ class GreedyFitTest(TestCase):
                 model.truncate(bad)
 
     @pytest.mark.large
+    @pytest.mark.backend_free
     def test_cross_backend_loading(self):
-        backends = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
-        other = backends[keras.backend.backend()]
-        model = _model()
-        _compile(model)
-        x, y = _data()
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        # One pass covers every backend (marked backend_free: CI runs it
+        # once). Each backend in turn fits and saves a model and loads the
+        # models saved before it: this one first, then the two others in a
+        # subprocess each; this one then loads theirs. Five of the six
+        # (saved on, loaded on) pairs; each backend saves and loads.
+        this = keras.backend.backend()
+        others = [b for b in ("tensorflow", "jax", "torch") if b != this]
         directory = self.get_temp_dir()
-        path = os.path.join(directory, "model.keras")
-        model.save(path)
+        x, _ = _data()
         np.save(os.path.join(directory, "x.npy"), x)
-        expected = model.predict(x, verbose=0)
-        script = (
-            "import numpy as np, keras, keras_dib, os\n"
-            f"d = {directory!r}\n"
-            "m = keras.saving.load_model(os.path.join(d, 'model.keras'))\n"
-            "assert type(m).__name__ == 'GreedyLayerwiseModel'\n"
-            "x = np.load(os.path.join(d, 'x.npy'))\n"
-            "np.save(os.path.join(d, 'p.npy'), m.predict(x, verbose=0))\n"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            env={**os.environ, "KERAS_BACKEND": other},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-        actual = np.load(os.path.join(directory, "p.npy"))
-        self.assertAllClose(actual, expected, atol=1e-4, rtol=1e-4)
+        _save_fitted_model(directory)
+        saved = [this]
+        for other in others:
+            result = subprocess.run(
+                [sys.executable, "-c", CROSS_BACKEND_SCRIPT, directory] + saved,
+                cwd=ROOT,
+                env={**os.environ, "KERAS_BACKEND": other},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+            saved.append(other)
+        for other in others:
+            _load_and_predict(directory, other)
+        pairs = [
+            (source, target)
+            for index, target in enumerate(saved)
+            for source in saved[:index]
+        ] + [(other, this) for other in others]
+        for source, target in pairs:
+            expected = np.load(os.path.join(directory, f"{source}.npy"))
+            actual = np.load(
+                os.path.join(directory, f"{source}_on_{target}.npy")
+            )
+            self.assertAllClose(
+                actual,
+                expected,
+                atol=1e-4,
+                rtol=1e-4,
+                msg=f"{source} -> {target}",
+            )
 
     def test_custom_blocks_built_lazily(self):
         blocks = [_block(4), _block(6, pool=True)]
