@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.large
 WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(WORKER)))
 TIMEOUT = 100
+GRACE = 15
 
 # Keras' own failure under `tf.distribute.MultiWorkerMirroredStrategy`:
 # before training, its TensorFlow trainer averages the first batch across
@@ -78,10 +80,25 @@ def _environment(engine):
     return environment
 
 
+def _wait(children):
+    """Waits until every child has ended, `TIMEOUT` seconds have passed,
+    or `GRACE` seconds after a child failed (the others may wait for it
+    in a collective forever)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        statuses = [child.poll() for child in children]
+        if all(status is not None for status in statuses):
+            return
+        if any(status not in (None, 0) for status in statuses):
+            deadline = min(deadline, time.monotonic() + GRACE)
+        time.sleep(0.2)
+
+
 def _launch(engine, num_processes, prefix, checkpoint_dir="", stop_at=None):
     """Runs the worker as `num_processes` processes at once; returns
-    `[(status, output)]` in process order. Kills every child still alive
-    at the end (after a timeout or an error)."""
+    `[(status, output)]` in process order (status `"timeout"` for a child
+    still running at the end). Kills every child still alive at the end
+    (after a timeout, a failed sibling or an error)."""
     ports = ",".join(str(p) for p in _free_ports(max(num_processes, 1)))
     children = []
     try:
@@ -109,14 +126,14 @@ def _launch(engine, num_processes, prefix, checkpoint_dir="", stop_at=None):
                 start_new_session=True,
             )
             children.append((child, log))
+        _wait([child for child, _ in children])
         results = []
         for child, log in children:
-            try:
-                status = child.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                status = "timeout"
+            status = child.poll()
             log.seek(0)
-            results.append((status, log.read()))
+            results.append(
+                ("timeout" if status is None else status, log.read())
+            )
         return results
     finally:
         for child, log in children:
