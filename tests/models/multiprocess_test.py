@@ -152,6 +152,12 @@ def _check_statuses(test, results, expected=0):
         )
 
 
+def _check_chief(test, results):
+    """Process 0 alone is the chief, the one writing checkpoints."""
+    for process_id, (_, output) in enumerate(results):
+        test.assertIn(f"chief: {process_id == 0}", output)
+
+
 def _load(prefix, process_id=0):
     with np.load(f"{prefix}-{process_id}.npz") as archive:
         weights = [archive[f"arr_{i}"] for i in range(len(archive.files))]
@@ -190,7 +196,9 @@ class JaxMultiProcessTest(TestCase):
         folder = self.get_temp_dir()
         prefix = os.path.join(folder, "two")
         reference = os.path.join(folder, "one")
-        _check_statuses(self, _launch("jax", 2, prefix))
+        results = _launch("jax", 2, prefix)
+        _check_statuses(self, results)
+        _check_chief(self, results)
         _check_statuses(self, _launch("jax", 1, reference))
         keys = ("loss", "cross_entropy", "compression")
         _assert_same_fit(self, prefix, reference, keys)
@@ -266,6 +274,7 @@ class TensorFlowMultiWorkerTest(TestCase):
         prefix = os.path.join(folder, "two")
         reference = os.path.join(folder, "one")
         results = _launch("tensorflow", 2, prefix)
+        _check_chief(self, results)
         if _failed_in_keras(results) and _failed_in_keras(
             _launch("tensorflow-plain", 2, prefix)
         ):

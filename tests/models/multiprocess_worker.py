@@ -267,6 +267,10 @@ def main(
             model = build()
     else:
         model = build()
+    from keras_dib import _compat
+
+    # Who writes the checkpoints, printed before the fit (which may fail).
+    print(f"chief: {_compat.is_chief_process(model)}", flush=True)
     recorder = _recorder(stop_at)
     count = _count_checkpoint_writes()
     history = model.fit(
