@@ -73,9 +73,12 @@ def test_gtsrb_quick(tmp_path):
             "--alpha=2",
             "--epochs_per_block=4",
             # The head and validation flags must reach the model and the
-            # summary (small values: they barely lengthen the run).
+            # summary (small values: they barely lengthen the run; heads
+            # pooled to 8x8 before their convolution make it much shorter,
+            # on torch above all).
             "--head_conv_filters=4",
             "--head_hidden_units=8",
+            "--head_downsample_size=8",
             "--validation_size=300",
             "--verbose=0",
         ],
@@ -118,6 +121,8 @@ def test_gtsrb_quick(tmp_path):
     head_config = model.training_heads[0].get_config()
     assert head_config["conv_filters"] == 4
     assert head_config["hidden_units"] == 8
+    assert head_config["downsample_size"] == 8
+    assert summary["settings"]["head_downsample_size"] == 8
     # One history per greedy block (VGG-11 has 5 stages).
     assert len(summary["block_history"]) == 5
     # Better than chance (1/43) on the held-out test images.
