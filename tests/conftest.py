@@ -19,6 +19,13 @@ any backend is imported and inherited by the tests' subprocesses): the
 compilation, not the few steps run, is most of each fit's time on CPU.
 Set `XLA_FLAGS` yourself to override.
 
+OpenMP (torch's CPU kernels, OpenBLAS) runs one thread per process
+(`OMP_NUM_THREADS=1`, inherited by the subprocesses): CI runs the three
+backends' passes in parallel on two cores, where OpenMP threads spin
+waiting for each other and for the cores (the GTSRB example's --quick run
+on torch: 139 s of CPU with the default threads, 30 s with one, under
+load). Set `OMP_NUM_THREADS` yourself to override.
+
 On JAX, one pass of the suite shares a persistent compilation cache (a
 temporary folder, removed at the end; inherited by the tests' subprocesses,
 which start fresh interpreters): the same tiny models are compiled by many
@@ -38,6 +45,7 @@ os.environ.setdefault(
     "--xla_backend_optimization_level=0 "
     "--xla_llvm_disable_expensive_passes=true",
 )
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 _JAX_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _JAX_CACHE = tempfile.mkdtemp(prefix="keras_dib_jax_cache_")
