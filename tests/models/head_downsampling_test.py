@@ -113,17 +113,28 @@ class HeadDownsamplingTest(TestCase):
 
 class MemoryBalancedBuildersTest(TestCase):
     def test_builders_pass_head_downsample_size(self):
-        for builder, depth in ((build_vgg, 11), (build_resnet, 18)):
-            model = builder(depth, width=4, head_downsample_size=8)
+        # build_vgg's heads pool to 8x8 by default, build_resnet's do not.
+        for builder, depth, default_size in (
+            (build_vgg, 11, 8),
+            (build_resnet, 18, None),
+        ):
+            model = builder(depth, width=4, head_downsample_size=6)
             for head in model.auxiliary_heads:
-                self.assertEqual(head.downsample_size, 8)
+                self.assertEqual(head.downsample_size, 6)
             # The network's own classifier is not an auxiliary head.
             self.assertIsNone(model.head.downsample_size)
-            model = builder(depth, width=4, final_head="auxiliary")
-            self.assertIsNone(model.head.downsample_size)
-            default = builder(depth, width=4)
-            for head in default.auxiliary_heads + [default.head]:
+            model = builder(
+                depth,
+                width=4,
+                final_head="auxiliary",
+                head_downsample_size=None,
+            )
+            for head in model.auxiliary_heads + [model.head]:
                 self.assertIsNone(head.downsample_size)
+            default = builder(depth, width=4)
+            for head in default.auxiliary_heads:
+                self.assertEqual(head.downsample_size, default_size)
+            self.assertIsNone(default.head.downsample_size)
 
     def test_pool_in_next_block_is_the_same_network(self):
         default = build_vgg(11, num_classes=5, width=4)
