@@ -144,7 +144,10 @@ def define_flags(dataset):
         "32",
         "Auxiliary heads' 3x3 convolutions (each + batch norm + ReLU) "
         "before the pooling: filters of one ('32'), of several ('32,32'), "
-        "'auglocal' (thinned copies of the following blocks) or '0' (none).",
+        "'auglocal' (thinned copies of the following blocks) or '0' (none). "
+        "The examples default to '32', the fastest on a CPU; build_vgg's "
+        "default, more accurate (+1.1 points on GTSRB), is 'auglocal' with "
+        "--head_downsample_size 8.",
     )
     flags.DEFINE_integer(
         "head_hidden_units",
