@@ -40,6 +40,7 @@ def _run_example(script, arguments):
 
 
 @pytest.mark.large
+@pytest.mark.backend_free  # flag parsing and checks, before any training
 def test_help_lists_flags_and_bad_epochs_are_refused(tmp_path):
     completed = _run_example("gtsrb.py", ["--help"])
     assert completed.returncode == 0, completed.stderr[-2000:]
