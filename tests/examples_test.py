@@ -85,6 +85,11 @@ def test_gtsrb_quick(tmp_path):
         ],
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        # Quiet by default: none of TensorFlow's start-up lines (oneDNN,
+        # CUDA probes) nor absl's INFO lines.
+        for noise in ("oneDNN", "cuda", "cuInit", "I0000", "xla_bridge"):
+            assert noise not in completed.stderr, completed.stderr[-2000:]
     assert os.path.isfile(
         os.path.join(output_dir, f"gtsrb_{BACKEND}_greedy_dib.keras")
     )
@@ -236,3 +241,14 @@ def test_build_model_auxiliary_final_head(tmp_path):
     )
     with pytest.raises(ValueError, match="final_head"):
         common.build_model(5, width=4, final_head="dense")
+
+
+@pytest.mark.backend_free
+def test_default_batch_size_is_smaller_on_small_training_sets():
+    common = _common()
+    assert common.default_batch_size(2000) == 32
+    assert common.default_batch_size(common.SMALL_TRAINING_SET - 1) == 32
+    assert common.default_batch_size(common.SMALL_TRAINING_SET) == 128
+    assert common.default_batch_size(39209) == 128
+    # --quick keeps 128 (a smoke run, 2,000 images).
+    assert common.QUICK["batch_size"] == 128
