@@ -122,8 +122,12 @@ def build_model(
 ):
     """VGG-BN or ResNet as a compiled `GreedyLayerwiseModel` (SGD 0.9).
 
-    `builder_kwargs` go to the builder (`head_downsample_size`, ...).
+    `builder_kwargs` go to the builder (`head_downsample_size`, ...). The
+    heads default to those of the recorded results (one 32-filter
+    convolution, no downsampling), not to the builder's current defaults.
     """
+    builder_kwargs.setdefault("head_conv_filters", 32)
+    builder_kwargs.setdefault("head_downsample_size", None)
     keras.utils.set_random_seed(seed)
     model = common.build_model(
         NUM_CLASSES,

@@ -120,9 +120,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string(
     "head_conv_filters",
-    None,
+    "32",
     "Auxiliary heads' 3x3 convolutions: '32', '32,32', 'auglocal' or '0' "
-    "(none); default: the builder's.",
+    "(none); default '32', the heads of the earlier records.",
 )
 flags.DEFINE_bool(
     "pool_in_next_block",
@@ -235,15 +235,13 @@ def _depth():
 
 def _builder_kwargs():
     """The split and head options given by flags, for the builder."""
-    kwargs = {}
-    if FLAGS.head_downsample_size:
-        kwargs["head_downsample_size"] = FLAGS.head_downsample_size
+    # Passed even when 0 (none): the builder's default may downsample.
+    kwargs = {"head_downsample_size": FLAGS.head_downsample_size or None}
     if FLAGS.pool_in_next_block:
         kwargs["pool_in_next_block"] = True
-    if FLAGS.head_conv_filters is not None:
-        kwargs["head_conv_filters"] = common.parse_conv_filters(
-            FLAGS.head_conv_filters
-        )
+    kwargs["head_conv_filters"] = common.parse_conv_filters(
+        FLAGS.head_conv_filters
+    )
     return kwargs
 
 
@@ -445,8 +443,7 @@ def _run_worker(stage, data_path, directory):
         f"--head_downsample_size={FLAGS.head_downsample_size}",
         f"--{'' if FLAGS.pool_in_next_block else 'no'}pool_in_next_block",
     ]
-    if FLAGS.head_conv_filters is not None:
-        command.append(f"--head_conv_filters={FLAGS.head_conv_filters}")
+    command.append(f"--head_conv_filters={FLAGS.head_conv_filters}")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     completed = subprocess.run(
         command,
@@ -722,8 +719,7 @@ def main(argv):
                         "depth": _depth(),
                         "granularity": "layer",
                         "head_grid_size": 4,
-                        "head_conv_filters": FLAGS.head_conv_filters
-                        or "builder default",
+                        "head_conv_filters": FLAGS.head_conv_filters,
                         "head_downsample_size": FLAGS.head_downsample_size
                         or None,
                         "pool_in_next_block": FLAGS.pool_in_next_block,
