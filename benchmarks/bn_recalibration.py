@@ -134,7 +134,11 @@ def main(argv):
     x_val = ((validation[0] - mean) / std).astype("float32")
     y_val = validation[1].astype("int32")
     model = common.build_model(
-        43, width=FLAGS.width, head_grid_size=4, head_conv_filters=32
+        43,
+        width=FLAGS.width,
+        head_grid_size=4,
+        head_conv_filters=32,
+        head_downsample_size=None,  # as recorded (no downsampling)
     )
     steps = len(x) // BATCH
     common.compile_model(

@@ -54,6 +54,9 @@ DEFAULTS = {
     "head_grid_size": 4,
     "head_conv_filters": 32,
     "head_hidden_units": 0,
+    # 0: no downsampling, as in the recorded screens (build_vgg's
+    # default pools block 1's head input to 8x8 since 2026-12-03).
+    "head_downsample_size": 0,
     "final_head": "classifier",
     "cache_prefix": None,
     "validation_size": 4000,
