@@ -442,8 +442,8 @@ def _run_worker(stage, data_path, directory):
         f"--depth={_depth()}",
         f"--head_downsample_size={FLAGS.head_downsample_size}",
         f"--{'' if FLAGS.pool_in_next_block else 'no'}pool_in_next_block",
+        f"--head_conv_filters={FLAGS.head_conv_filters}",
     ]
-    command.append(f"--head_conv_filters={FLAGS.head_conv_filters}")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     completed = subprocess.run(
         command,

@@ -12,6 +12,8 @@ one block per stage.
 import keras
 import numpy as np
 
+from keras_dib.models.validation import training_samples
+
 
 def _materialize(data, name):
     """(x, y[, sample_weight]) NumPy arrays from a finite dataset."""
@@ -64,10 +66,10 @@ def as_arrays(x, y, batch_size, kwargs, materialize):
         batch_size = dataset_batch
     else:
         return None, batch_size, kwargs
-    split = kwargs.pop("validation_split", None)
-    if split and kwargs.get("validation_data") is None:
-        # As in Keras: `validation_data`, when given, overrides the split.
-        cut = int(len(arrays[0]) * (1.0 - split))
+    # As in Keras: `validation_data`, when given, overrides the split.
+    cut = training_samples(len(arrays[0]), kwargs)
+    kwargs.pop("validation_split", None)
+    if cut < len(arrays[0]):
         kwargs["validation_data"] = tuple(a[cut:] for a in arrays)
         arrays = [a[:cut] for a in arrays]
     validation = kwargs.get("validation_data")

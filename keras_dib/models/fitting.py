@@ -124,10 +124,7 @@ def steps_per_epoch(x, batch_size, kwargs):
         except (NotImplementedError, TypeError):
             return None
     if hasattr(x, "shape"):
-        samples = int(x.shape[0])
-        split = kwargs.get("validation_split")
-        if split and kwargs.get("validation_data") is None:
-            samples = int(samples * (1.0 - split))
+        samples = validation.training_samples(int(x.shape[0]), kwargs)
         return -(-samples // (batch_size or 32))
     return None
 

@@ -164,15 +164,13 @@ def validate_fit_inputs(model, x, y, batch_size, kwargs, floor=1):
                 f"batch (batch_size={batch}): the entropy estimator needs "
                 "full batches of a fixed size."
             )
-        split = kwargs.get("validation_split")
-        if split and kwargs.get("validation_data") is None:
-            kept = int(len(x) * (1.0 - split))
-            if kept < batch:
-                raise ValueError(
-                    f"validation_split={split} leaves {kept} training "
-                    f"samples of {len(x)}, fewer than one batch "
-                    f"(batch_size={batch}). Use a smaller split or batch."
-                )
+        kept = training_samples(len(x), kwargs)
+        if kept < batch:
+            raise ValueError(
+                f"validation_split={kwargs['validation_split']} leaves "
+                f"{kept} training samples of {len(x)}, fewer than one "
+                f"batch (batch_size={batch}). Use a smaller split or batch."
+            )
         _check_batch(model, x, y, "x")
     else:
         first = _first_batch(x, "x")
@@ -195,6 +193,18 @@ def validate_fit_inputs(model, x, y, batch_size, kwargs, floor=1):
     first = _first_batch(validation_data, "validation_data")
     if first is not None:
         _check_batch(model, first[0], first[1], "validation_data")
+
+
+def training_samples(num_samples, kwargs):
+    """How many of `num_samples` array samples `fit` trains on.
+
+    All but the last `validation_split` fraction, as in Keras (a given
+    `validation_data` overrides the split).
+    """
+    split = kwargs.get("validation_split")
+    if split and kwargs.get("validation_data") is None:
+        return int(num_samples * (1.0 - split))
+    return num_samples
 
 
 def _first_batch(data, name):
