@@ -175,6 +175,13 @@ flags.DEFINE_integer(
     "Auxiliary heads: average-pool larger feature maps down to about this "
     "side before their convolutions (0: none).",
 )
+flags.DEFINE_enum(
+    "granularity",
+    "layer",
+    ["layer", "stage"],
+    "Block split: 'layer' = one block per conv layer (VGG) / residual "
+    "block (ResNet); 'stage' = one block per VGG stage / ResNet stage.",
+)
 flags.DEFINE_bool(
     "pool_in_next_block",
     False,
@@ -481,7 +488,7 @@ def main(argv):
                 "data_dir": data_dir,
                 "architecture": FLAGS.architecture,
                 "depth": depth,
-                "granularity": "layer",
+                "granularity": FLAGS.granularity,
                 "head_grid_size": FLAGS.head_grid_size,
                 "head_conv_filters": FLAGS.head_conv_filters,
                 "head_hidden_units": FLAGS.head_hidden_units,

@@ -124,6 +124,13 @@ flags.DEFINE_string(
     "Auxiliary heads' 3x3 convolutions: '32', '32,32', 'auglocal' or '0' "
     "(none); default '32', the heads of the earlier records.",
 )
+flags.DEFINE_enum(
+    "granularity",
+    "layer",
+    ["layer", "stage"],
+    "Block split: 'layer' = one block per conv layer (VGG) / residual "
+    "block (ResNet); 'stage' = one block per VGG stage / ResNet stage.",
+)
 flags.DEFINE_bool(
     "pool_in_next_block",
     False,
@@ -374,13 +381,18 @@ def measure(stage, x, y, batch_size, steps):
         width,
         bench.objective(FLAGS.objective),
         depth=_depth(),
+        granularity=FLAGS.granularity,
         architecture=FLAGS.architecture,
         **_builder_kwargs(),
     )
     result = {
         "stage": bench.stage_label(stage),
         "model": bench.model_description(
-            model, width, _depth(), architecture=FLAGS.architecture
+            model,
+            width,
+            _depth(),
+            granularity=FLAGS.granularity,
+            architecture=FLAGS.architecture,
         ),
         "num_blocks": model.num_blocks,
         "trainable_parameters": _trainable_parameters(model, stage),
@@ -440,6 +452,7 @@ def _run_worker(stage, data_path, directory):
         f"--objective={FLAGS.objective}",
         f"--architecture={FLAGS.architecture}",
         f"--depth={_depth()}",
+        f"--granularity={FLAGS.granularity}",
         f"--head_downsample_size={FLAGS.head_downsample_size}",
         f"--{'' if FLAGS.pool_in_next_block else 'no'}pool_in_next_block",
         f"--head_conv_filters={FLAGS.head_conv_filters}",
@@ -717,7 +730,7 @@ def main(argv):
                         "width": width,
                         "architecture": FLAGS.architecture,
                         "depth": _depth(),
-                        "granularity": "layer",
+                        "granularity": FLAGS.granularity,
                         "head_grid_size": 4,
                         "head_conv_filters": FLAGS.head_conv_filters,
                         "head_downsample_size": FLAGS.head_downsample_size
