@@ -82,11 +82,11 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import benchmark_common as bench  # noqa: E402
-import common  # noqa: E402
+
+from keras_dib import recipes  # noqa: E402
 
 SETTINGS = {
     "cpu": {
@@ -113,10 +113,10 @@ flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds.")
 flags.DEFINE_list(
     "modes",
     ["greedy_dib", "greedy_ce", "end_to_end"],
-    f"Training modes to run, in order, among {common.MODES}.",
+    f"Training modes to run, in order, among {recipes.MODES}.",
 )
 flags.DEFINE_enum(
-    "architecture", "vgg", list(common.ARCHITECTURES), "Network family."
+    "architecture", "vgg", list(recipes.ARCHITECTURES), "Network family."
 )
 flags.DEFINE_integer(
     "depth", None, "VGG: 11 (default), 13, 16, 19; ResNet: 18 (default), 34."
@@ -158,8 +158,8 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "objective",
     "dib",
-    list(common.OBJECTIVES),
-    "Local objective of the *_dib modes (see examples/common.py).",
+    list(recipes.OBJECTIVES),
+    "Local objective of the *_dib modes (see keras_dib.recipes).",
 )
 flags.DEFINE_float(
     "gamma", None, "Weight of I(T;Y) (default: the objective's)."
@@ -191,7 +191,7 @@ flags.DEFINE_bool(
 flags.DEFINE_enum(
     "final_head",
     "classifier",
-    list(common.FINAL_HEADS),
+    list(recipes.FINAL_HEADS),
     "The last block's head: the network's classifier (global pooling + "
     "Dense) or one built like the auxiliary heads (also used at inference).",
 )
@@ -312,7 +312,7 @@ def _label(record):
     }
     variant = record.get("variant", "baseline")
     variant = "" if variant == "baseline" else f", {variant}"
-    if mode not in common.GREEDY_MODES:
+    if mode not in recipes.GREEDY_MODES:
         budget = f"{record['settings']['epochs']} epochs"
     else:
         budget = f"{record['settings']['epochs_per_block']} epochs/block"
@@ -455,10 +455,10 @@ def main(argv):
     os.makedirs(FLAGS.results_dir, exist_ok=True)
     jsonl = os.path.join(FLAGS.results_dir, f"accuracy_{FLAGS.setting}.jsonl")
     plot_name = FLAGS.plot_name or f"accuracy_{FLAGS.setting}.png"
-    unknown = sorted(set(FLAGS.modes) - set(common.MODES))
+    unknown = sorted(set(FLAGS.modes) - set(recipes.MODES))
     if unknown:
         raise app.UsageError(
-            f"--modes should be among {common.MODES}. Received: {unknown}"
+            f"--modes should be among {recipes.MODES}. Received: {unknown}"
         )
     if FLAGS.pool_in_next_block and FLAGS.architecture != "vgg":
         raise app.UsageError(
@@ -471,14 +471,14 @@ def main(argv):
             f"--validation_size too. Received: --select_depth="
             f"{FLAGS.select_depth} without it."
         )
-    depth = FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
+    depth = FLAGS.depth or recipes.DEFAULT_DEPTHS[FLAGS.architecture]
     if FLAGS.plot_variants:
         plot_from_jsonl(
             jsonl,
             FLAGS.plot_variants,
             os.path.join(FLAGS.results_dir, plot_name),
-            dataset=common.DATASETS[FLAGS.dataset]["title"],
-            model_prefix=common.model_family(FLAGS.architecture, depth),
+            dataset=recipes.DATASETS[FLAGS.dataset]["title"],
+            model_prefix=recipes.model_family(FLAGS.architecture, depth),
         )
         return
     records = []
@@ -516,8 +516,8 @@ def main(argv):
             for name in ("width", "epochs_per_block", "epochs"):
                 if FLAGS[name].value is not None:
                     settings[name] = FLAGS[name].value
-            settings["cache_prefix"] = common.resolve_cache_prefix(settings)
-            model, summary, test_pipeline, validation_pipeline = common.run(
+            settings["cache_prefix"] = recipes.resolve_cache_prefix(settings)
+            model, summary, test_pipeline, validation_pipeline = recipes.run(
                 FLAGS.dataset,
                 settings,
                 output_dir=None,

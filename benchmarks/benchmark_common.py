@@ -22,13 +22,11 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-for _path in (ROOT, os.path.join(ROOT, "examples")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import common  # noqa: E402
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 import keras_dib  # noqa: E402
+from keras_dib import recipes  # noqa: E402
 from keras_dib.testing.test_case import shared_data_dir  # noqa: E402
 
 NUM_CLASSES = 43
@@ -129,7 +127,7 @@ def build_model(
     builder_kwargs.setdefault("head_conv_filters", 32)
     builder_kwargs.setdefault("head_downsample_size", None)
     keras.utils.set_random_seed(seed)
-    model = common.build_model(
+    model = recipes.build_model(
         NUM_CLASSES,
         depth=depth,
         width=width,
@@ -149,7 +147,7 @@ def build_model(
 def model_description(
     model, width, depth=11, granularity="layer", architecture="vgg"
 ):
-    return common.model_name(
+    return recipes.model_name(
         architecture, depth, width, model.num_blocks, granularity
     )
 
@@ -278,7 +276,7 @@ def base_record(benchmark, setting):
     return {
         "benchmark": benchmark,
         "setting": setting,
-        "device": common.device_description(),
+        "device": recipes.device_description(),
         "backend": keras.backend.backend(),
         "cpu_count": len(os.sched_getaffinity(0)),
         "load_average": [round(v, 2) for v in os.getloadavg()],

@@ -41,13 +41,12 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import benchmark_common as bench  # noqa: E402
-import common  # noqa: E402
 
 import keras_dib  # noqa: E402
+from keras_dib import recipes  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "GTSRB folder (../shared/data/gtsrb).")
@@ -119,7 +118,7 @@ def main(argv):
     del argv
     data_dir = FLAGS.data_dir or bench.default_data_dir("gtsrb")
     keras.utils.set_random_seed(FLAGS.seed)
-    train, _, validation = common.load_arrays(
+    train, _, validation = recipes.load_arrays(
         "gtsrb",
         data_dir,
         FLAGS.train_size,
@@ -133,7 +132,7 @@ def main(argv):
     y = train[1].astype("int32")
     x_val = ((validation[0] - mean) / std).astype("float32")
     y_val = validation[1].astype("int32")
-    model = common.build_model(
+    model = recipes.build_model(
         43,
         width=FLAGS.width,
         head_grid_size=4,
@@ -141,7 +140,7 @@ def main(argv):
         head_downsample_size=None,  # as recorded (no downsampling)
     )
     steps = len(x) // BATCH
-    common.compile_model(
+    recipes.compile_model(
         model, "greedy_dib", steps * FLAGS.epochs_per_block, beta=FLAGS.beta
     )
     epochs = [FLAGS.epochs_per_block] * FLAGS.blocks
@@ -151,7 +150,7 @@ def main(argv):
     seconds = time.perf_counter() - start
     record = {
         "benchmark": "bn_recalibration",
-        "device": common.device_description(),
+        "device": recipes.device_description(),
         "backend": keras.backend.backend(),
         "dataset": "GTSRB 32x32",
         "model": f"VGG-11-BN width {FLAGS.width}, conv-32 heads",

@@ -78,11 +78,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import benchmark_common as bench  # noqa: E402
-import common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+from keras_dib import recipes  # noqa: E402
 
 SETTINGS = {
     "cpu": {"width": 16, "batch_sizes": [128], "steps": 3},
@@ -93,7 +94,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("setting", "cpu", list(SETTINGS), "Default sizes.")
 flags.DEFINE_integer("width", None, "Channels of the first layer.")
 flags.DEFINE_enum(
-    "architecture", "vgg", list(common.ARCHITECTURES), "Network family."
+    "architecture", "vgg", list(recipes.ARCHITECTURES), "Network family."
 )
 flags.DEFINE_integer(
     "depth", None, "VGG: 11 (default), 13, 16, 19; ResNet: 18 (default), 34."
@@ -237,7 +238,7 @@ def _reset_device_peak():
 
 
 def _depth():
-    return FLAGS.depth or common.DEFAULT_DEPTHS[FLAGS.architecture]
+    return FLAGS.depth or recipes.DEFAULT_DEPTHS[FLAGS.architecture]
 
 
 def _builder_kwargs():
@@ -246,7 +247,7 @@ def _builder_kwargs():
     kwargs = {"head_downsample_size": FLAGS.head_downsample_size or None}
     if FLAGS.pool_in_next_block:
         kwargs["pool_in_next_block"] = True
-    kwargs["head_conv_filters"] = common.parse_conv_filters(
+    kwargs["head_conv_filters"] = recipes.parse_conv_filters(
         FLAGS.head_conv_filters
     )
     return kwargs

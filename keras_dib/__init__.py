@@ -7,6 +7,7 @@ from keras_dib import datasets
 from keras_dib import losses
 from keras_dib import models
 from keras_dib import ops
+from keras_dib import recipes
 from keras_dib.export import export_for_serving
 from keras_dib.losses import DIB
 from keras_dib.losses import HSICBottleneck
@@ -36,5 +37,6 @@ __all__ = [
     "losses",
     "models",
     "ops",
+    "recipes",
     "split_model",
 ]

@@ -15,6 +15,7 @@ MODULES = [
     keras_dib.datasets,
     keras_dib.analysis,
     keras_dib.callbacks,
+    keras_dib.recipes,
 ]
 EXPORTS = [
     (module.__name__, name, getattr(module, name))

@@ -1,6 +1,6 @@
 """One screening run of a training recipe on a GTSRB validation split.
 
-Trains one recipe with `examples/common.py`'s own data, model and training
+Trains one recipe with `keras_dib.recipes`' data, model and training
 helpers (the same code path as `examples/gtsrb.py`) and appends one JSON line
 to `benchmarks/results/screening_cpu.jsonl`: settings, sizes, seed, backend,
 device, validation accuracy after every epoch and per block, final
@@ -22,7 +22,6 @@ KERAS_BACKEND=jax OPENBLAS_NUM_THREADS=1 .venv/bin/python \
 """
 
 import os
-import sys
 import time
 
 START = time.perf_counter()
@@ -35,16 +34,15 @@ import json  # noqa: E402
 ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-
-import common  # noqa: E402
 import keras  # noqa: E402
+
+from keras_dib import recipes  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "screening_cpu.jsonl")
 DEVICE = "CPU, 2 cores (shared)"
 
 DEFAULTS = {
-    # ../shared/data/gtsrb next to the repository (examples/common.py's
+    # ../shared/data/gtsrb next to the repository (the examples'
     # own default; not imported, the helper moves between refactorings).
     "data_dir": os.path.join(os.path.dirname(ROOT), "shared", "data", "gtsrb"),
     "architecture": "vgg",
@@ -112,15 +110,15 @@ def main():
         raise SystemExit("screening runs need a validation split")
     else:
         # Never look at the test set while screening: a token evaluation
-        # of 1 image (common.run always evaluates it), not recorded.
+        # of 1 image (recipes.run always evaluates it), not recorded.
         s["test_size"] = 1
 
     cpu_before = _cpu_seconds()
-    model, summary, _, _ = common.run(
+    model, summary, _, _ = recipes.run(
         "gtsrb", s, output_dir=None, verbose=args.verbose
     )
     blocks = summary["block_history"]
-    greedy = s["mode"] in common.GREEDY_MODES
+    greedy = s["mode"] in recipes.GREEDY_MODES
     passes = model.num_blocks * s["epochs_per_block"] if greedy else s["epochs"]
     key = "val_accuracy"
     record = {

@@ -136,15 +136,8 @@ class AuxiliaryHead(keras.layers.Layer):
         input_shape = tuple(input_shape)
         layers = []
         if len(input_shape) == 4:
-            downsample = self._downsample_pool(input_shape)
-            self._downsample = downsample
-            if downsample is not None:
-                input_shape = (
-                    input_shape[0],
-                    input_shape[1] // downsample[0],
-                    input_shape[2] // downsample[1],
-                    input_shape[3],
-                )
+            self._downsample = self._downsample_pool(input_shape)
+            input_shape = self.compute_downsampled_shape(input_shape)
             for index, filters in enumerate(self._conv_filter_list()):
                 # The first convolution keeps the names of the one-layer
                 # head, so weights saved before deeper heads existed load.
@@ -216,6 +209,30 @@ class AuxiliaryHead(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
         self.head_layers = layers
+
+    def compute_downsampled_shape(self, input_shape):
+        """Shape of the map the head's layers see, after `downsample_size`.
+
+        Args:
+            input_shape: the head's input shape, `(batch, height, width,
+                channels)` (or rank 2, which is not downsampled).
+
+        Returns:
+            The shape after the average pooling of `downsample_size`, or
+            `input_shape` itself when the head does not downsample it.
+        """
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            return input_shape
+        pool = self._downsample_pool(input_shape)
+        if pool is None:
+            return input_shape
+        return (
+            input_shape[0],
+            input_shape[1] // pool[0],
+            input_shape[2] // pool[1],
+            input_shape[3],
+        )
 
     def _downsample_pool(self, input_shape):
         """Pool size of the downsampling, or None when there is none."""
