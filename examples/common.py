@@ -23,16 +23,27 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # stderr is discarded (Python errors still propagate as exceptions).
 _QUIET_TENSORFLOW = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if _QUIET_TENSORFLOW:
-    _saved_stderr = os.dup(2)
-    _devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(_devnull, 2)
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its native start-up lines discarded."""
+    if not _QUIET_TENSORFLOW:
+        return
+    saved_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: E402, F401
+        import tensorflow  # noqa: F401
     finally:
-        os.dup2(_saved_stderr, 2)
-        os.close(_saved_stderr)
-        os.close(_devnull)
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(devnull)
+
+
+# Keras imports TensorFlow now on its backend; on the others the data
+# pipelines do later, after `--help` (see `start`).
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
@@ -333,6 +344,7 @@ def start(main_function):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
 
     def quiet_main(argv):
+        _import_tensorflow_quietly()
         # absl logs INFO by default (e.g. JAX's "Unable to initialize
         # backend 'tpu'"); keep WARNING unless --verbosity was given.
         if not flags.FLAGS["verbosity"].present:
@@ -363,4 +375,3 @@ def main(dataset, flag_values):
         ".{keras,json}."
     )
     return summary
-
