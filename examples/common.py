@@ -198,8 +198,8 @@ def define_flags(dataset):
         "Local objective of the *_dib modes: DIB (CE + beta I(X;T)), "
         "relevance_dib (CE + beta I(X;T) - gamma I(T;Y)), "
         "information_bottleneck (-gamma I(T;Y) + beta I(X;T), no CE into "
-        "the block) or similarity (PredSim, beta weights the similarity "
-        "term).",
+        "the block), similarity (PredSim, beta weights the similarity "
+        "term) or information_preservation (CE - beta I(X;T)).",
     )
     flags.DEFINE_float(
         "gamma",

@@ -88,6 +88,7 @@ OBJECTIVES = (
     "relevance_dib",
     "information_bottleneck",
     "similarity",
+    "information_preservation",
 )
 # Depth of each architecture when `--depth` is not given.
 DEFAULT_DEPTHS = {"vgg": 11, "resnet": 18}
@@ -358,7 +359,8 @@ def make_objective(mode, objective="dib", alpha=1.01, beta=0.01, gamma=None):
             cross-entropy only (`keras_dib.LocalObjective()`).
         objective: one of `OBJECTIVES`, for the `*_dib` modes.
         alpha: order of the Renyi entropy.
-        beta: weight of the compression term.
+        beta: weight of the compression term (of the preserved
+            information for `"information_preservation"`).
         gamma: weight of the relevance term (None: the objective's).
 
     Returns:
@@ -378,6 +380,11 @@ def make_objective(mode, objective="dib", alpha=1.01, beta=0.01, gamma=None):
         )
     if objective == "similarity":
         return keras_dib.losses.SimilarityMatching(beta=beta)
+    if objective == "information_preservation":
+        # `beta` weighs I(X; T), here a reward.
+        return keras_dib.losses.InformationPreservation(
+            alpha=alpha, weight=beta
+        )
     raise ValueError(
         f"`objective` should be one of {OBJECTIVES}. Received: "
         f"objective={objective!r}"

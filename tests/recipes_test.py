@@ -89,6 +89,13 @@ def test_default_settings_and_bad_settings():
         recipes.check_settings(
             recipes.default_settings(select_depth="val_accuracy")
         )
+    preservation = recipes.make_objective(
+        "greedy_dib", "information_preservation", beta=0.05
+    )
+    assert preservation.get_config()["weight"] == 0.05
+    assert recipes.make_objective("greedy_ce").term_weights == {
+        "cross_entropy": 1.0
+    }
     with pytest.raises(ValueError, match="objective='dob'"):
         recipes.make_objective("greedy_dib", objective="dob")
 

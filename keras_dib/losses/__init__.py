@@ -1,6 +1,7 @@
 """Local objectives for greedy layer-wise training (serializable losses)."""
 
 from keras_dib.losses.dib import DIB
+from keras_dib.losses.dib import InformationPreservation
 from keras_dib.losses.dib import LocalObjective
 from keras_dib.losses.hsic import HSICBottleneck
 from keras_dib.losses.relevance import InformationBottleneck
@@ -11,6 +12,7 @@ __all__ = [
     "DIB",
     "HSICBottleneck",
     "InformationBottleneck",
+    "InformationPreservation",
     "LocalObjective",
     "RelevanceDIB",
     "SimilarityMatching",

@@ -131,3 +131,106 @@ class DIB(LocalObjective):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_dib")
+class InformationPreservation(DIB):
+    """Cross-entropy plus a reward for what the block keeps of its input.
+
+    `L = CE(y, aux(T_l)) - weight * I_alpha(C; T_l)`: DIB's estimate of
+    the mutual information with the target `C` (the network input by
+    default), with the opposite sign. Greedy training tends to discard,
+    in the early blocks, input information that only later blocks would
+    have used (InfoPro's "information collapse", which it counters with a
+    reconstruction loss); maximising `I_alpha(X; T_l)` is the same idea
+    (InfoMax) with the matrix-based Renyi estimator, and no decoder.
+
+    The term is reported as the metric `preservation` (the mutual
+    information itself, a positive number that training increases); it
+    enters the total with the weight `-weight`.
+
+    Args:
+        alpha: Renyi order, > 0 and != 1. Defaults to 1.01.
+        weight: float >= 0, weight of `I_alpha(C; T_l)` in the reward.
+            Defaults to 0.01.
+        target: `"input"` (the network input `X`, default),
+            `"block_input"` (the block's input) or `"entropy"` (no
+            target: the term is the entropy `H_alpha(T_l)`).
+        sigma, target_sigma, num_neighbors, label_smoothing, reduction,
+            dtype: as in `DIB`.
+        name: name of the loss. Defaults to `"information_preservation"`.
+
+    Example:
+
+    >>> model.compile(
+    ...     optimizer="sgd",
+    ...     loss=keras_dib.losses.InformationPreservation(weight=0.01),
+    ...     metrics=["accuracy"],
+    ... )
+
+    References:
+        - Wang, Ni, Song, Yang & Huang, "Revisiting Locally Supervised
+          Learning: an Alternative to End-to-end Training", ICLR 2021.
+          https://arxiv.org/abs/2101.10832
+        - Linsker, "Self-organization in a perceptual network", Computer
+          1988 (the InfoMax principle).
+    """
+
+    def __init__(
+        self,
+        alpha=1.01,
+        weight=0.01,
+        target="input",
+        sigma="knn",
+        target_sigma="knn",
+        num_neighbors=10,
+        label_smoothing=0.0,
+        name="information_preservation",
+        reduction="sum_over_batch_size",
+        dtype="float32",
+    ):
+        _common.check_non_negative("weight", weight)
+        if target not in COMPRESSION_TARGETS:
+            raise ValueError(
+                f"`target` should be one of {COMPRESSION_TARGETS}. "
+                f"Received: target={target!r}"
+            )
+        super().__init__(
+            alpha=alpha,
+            beta=weight,
+            compression=target,
+            sigma=sigma,
+            target_sigma=target_sigma,
+            num_neighbors=num_neighbors,
+            label_smoothing=label_smoothing,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+        )
+
+    @property
+    def weight(self):
+        """The weight of the mutual information in the reward."""
+        return self.beta
+
+    @property
+    def target(self):
+        """What the block's information is measured against."""
+        return self.compression
+
+    @property
+    def regularization_name(self):
+        return "preservation"
+
+    @property
+    def term_weights(self):
+        weights = {"cross_entropy": 1.0}
+        if self.uses_regularization:
+            weights["preservation"] = -self.beta
+        return weights
+
+    def get_config(self):
+        config = super().get_config()
+        config["weight"] = config.pop("beta")
+        config["target"] = config.pop("compression")
+        return config

@@ -1,10 +1,11 @@
-"""Tests of keras_dib.losses.dib: LocalObjective and DIB."""
+"""Tests of keras_dib.losses.dib: the base objective, DIB and its mirror."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_dib.losses import DIB
+from keras_dib.losses import InformationPreservation
 from keras_dib.losses import LocalObjective
 from keras_dib.testing import TestCase
 
@@ -258,6 +259,90 @@ class DIBTest(TestCase):
         )
         self.assertIsInstance(revived, DIB)
         self.assertEqual((revived.alpha, revived.beta), (2.0, 0.5))
+
+
+class InformationPreservationTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        rng = np.random.default_rng(2)
+        self.inputs = rng.normal(size=(20, 4, 4, 3)).astype("float32")
+        self.features = (
+            self.inputs.reshape(20, -1)[:, :5] + 0.5 * rng.normal(size=(20, 5))
+        ).astype("float32")
+        self.logits = rng.normal(size=(20, 3)).astype("float32")
+        self.labels = rng.integers(0, 3, size=(20,)).astype("int32")
+
+    def _terms(self, loss):
+        terms = loss.compute_terms(
+            self.labels,
+            keras.ops.convert_to_tensor(self.logits),
+            features=keras.ops.convert_to_tensor(self.features),
+            block_inputs=keras.ops.convert_to_tensor(self.inputs),
+            inputs=keras.ops.convert_to_tensor(self.inputs),
+        )
+        return {
+            k: float(keras.ops.convert_to_numpy(v)) for k, v in terms.items()
+        }
+
+    def test_terms_and_total_match_numpy(self):
+        loss = InformationPreservation(alpha=2.0, weight=0.5, num_neighbors=5)
+        terms = self._terms(loss)
+        information = _mutual_information(
+            _gaussian_gram(self.inputs, 5),
+            _gaussian_gram(self.features, 5),
+            2.0,
+        )
+        cross_entropy = _softmax_cross_entropy(
+            np.eye(3)[self.labels], self.logits.astype("float64")
+        ).mean()
+        self.assertAllClose(terms["preservation"], information, rtol=2e-3)
+        self.assertAllClose(terms["cross_entropy"], cross_entropy, rtol=1e-4)
+        self.assertGreater(terms["preservation"], 0.0)
+        # The total rewards the information: CE - weight * I(X; T).
+        self.assertEqual(
+            loss.term_weights, {"cross_entropy": 1.0, "preservation": -0.5}
+        )
+        total = sum(loss.term_weights[k] * v for k, v in terms.items())
+        self.assertAllClose(total, cross_entropy - 0.5 * information, rtol=2e-3)
+        # DIB with the same settings penalises the same number.
+        dib_terms = self._terms(DIB(alpha=2.0, beta=0.5, num_neighbors=5))
+        self.assertAllClose(
+            dib_terms["compression"], terms["preservation"], rtol=1e-5
+        )
+        # Without a weight, the objective is the cross-entropy alone.
+        plain = InformationPreservation(weight=0.0)
+        self.assertEqual(plain.term_weights, {"cross_entropy": 1.0})
+
+    def test_bad_arguments(self):
+        for kwargs, name in (
+            ({"weight": -0.1}, "weight"),
+            ({"weight": True}, "weight"),
+            ({"target": "labels"}, "target"),
+            ({"alpha": 1}, "alpha"),
+            ({"num_neighbors": 0}, "num_neighbors"),
+        ):
+            with self.assertRaisesRegex(ValueError, name, msg=str(kwargs)):
+                InformationPreservation(**kwargs)
+
+    def test_serialization(self):
+        loss = InformationPreservation(
+            alpha=2.0, weight=0.05, target="block_input", num_neighbors=4
+        )
+        config = loss.get_config()
+        self.assertEqual(config["weight"], 0.05)
+        self.assertEqual(config["target"], "block_input")
+        self.assertNotIn("beta", config)
+        revived = self.run_serialization_test(loss)
+        self.assertEqual(
+            (revived.weight, revived.target), (0.05, "block_input")
+        )
+        self.assertEqual(revived.num_neighbors, 4)
+        self.assertIs(
+            keras.saving.get_registered_object(
+                "keras_dib>InformationPreservation"
+            ),
+            InformationPreservation,
+        )
 
 
 @pytest.mark.parametrize("alpha", [1.01, 2.0])

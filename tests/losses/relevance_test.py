@@ -7,6 +7,7 @@ from keras import ops
 
 import keras_dib
 from keras_dib.losses import InformationBottleneck
+from keras_dib.losses import InformationPreservation
 from keras_dib.losses import RelevanceDIB
 from keras_dib.losses import SimilarityMatching
 from keras_dib.losses import relevance
@@ -519,6 +520,12 @@ class FitTest(TestCase):
         _, history = self._fit(objective, epochs=(1, 0, 0))
         self._check_history(objective, history, num_epochs=1)
         self.assertNotIn("compression", history)
+
+    def test_fit_information_preservation(self):
+        objective = InformationPreservation(weight=0.1, **FIT_WIDTHS)
+        _, history = self._fit(objective)
+        self._check_history(objective, history)
+        self.assertGreater(min(history["preservation"]), 0.0)
 
     def test_fit_similarity_matching(self):
         for objective in (
