@@ -187,9 +187,27 @@ class TensorBoard(keras.callbacks.TensorBoard, BlockCallback):
 
     Example:
 
-    >>> tensorboard = keras_dib.callbacks.TensorBoard("logs/vgg11_dib")
-    >>> model.fit(x_train, y_train, epochs=[2] * model.num_blocks,
-    ...           validation_data=(x_val, y_val), callbacks=[tensorboard])
+    >>> rng = np.random.default_rng(0)
+    >>> x_train = rng.normal(size=(64, 4)).astype("float32")
+    >>> y_train = rng.integers(0, 3, size=64)
+    >>> x_val, y_val = x_train[:16], y_train[:16]
+    >>> model = keras_dib.GreedyLayerwiseModel(
+    ...     [keras.layers.Dense(8, activation="relu", name=f"block_{i}")
+    ...      for i in (1, 2)],
+    ...     head=keras.layers.Dense(3, name="head"),
+    ...     num_classes=3,
+    ...     input_shape=(4,),
+    ... )
+    >>> model.compile(optimizer="sgd", loss=keras_dib.losses.DIB())
+    >>> import os, tempfile
+    >>> log_dir = os.path.join(tempfile.mkdtemp(), "logs", "greedy_dib")
+    >>> tensorboard = keras_dib.callbacks.TensorBoard(log_dir)
+    >>> history = model.fit(x_train, y_train, batch_size=16,
+    ...                     epochs=[1] * model.num_blocks,
+    ...                     validation_data=(x_val, y_val),
+    ...                     callbacks=[tensorboard], verbose=0)
+    >>> sorted(os.listdir(log_dir))  # one run per block
+    ['block_0', 'block_1']
 
     then `tensorboard --logdir logs` (with the `tensorboard` package).
     """

@@ -78,9 +78,13 @@ def export_for_serving(model, path, mean=None, std=None, overwrite=False):
 
     Example:
 
-    >>> keras_dib.export_for_serving(model, "serving/gtsrb/1",
-    ...                              mean=[86.7, 79.6, 81.9],
-    ...                              std=[68.3, 65.1, 67.7])
+    >>> import os, tempfile
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=4)
+    >>> path = os.path.join(tempfile.mkdtemp(), "serving", "gtsrb", "1")
+    >>> keras_dib.export_for_serving(  # doctest: +SKIP
+    ...     model, path, mean=[86.7, 79.6, 81.9], std=[68.3, 65.1, 67.7]
+    ... )
+    '.../serving/gtsrb/1'
     >>> # tensorflow_model_server --rest_api_port=8501 \\
     >>> #   --model_name=gtsrb --model_base_path=$PWD/serving/gtsrb
 

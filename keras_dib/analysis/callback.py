@@ -119,14 +119,31 @@ class InformationPlaneCallback(keras.callbacks.Callback):
 
     Example:
 
-    >>> callback = keras_dib.analysis.InformationPlaneCallback(
-    ...     x_test[:512], y_test[:512], every_n_epochs=1,
-    ...     filepath="information_plane.json",
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(64, 4)).astype("float32")
+    >>> y = rng.integers(0, 3, size=64)
+    >>> model = keras_dib.GreedyLayerwiseModel(
+    ...     [keras.layers.Dense(8, activation="relu", name=f"block_{i}")
+    ...      for i in (1, 2)],
+    ...     head=keras.layers.Dense(3, name="head"),
+    ...     num_classes=3,
+    ...     input_shape=(4,),
     ... )
-    >>> model.fit(x_train, y_train, epochs=[2] * model.num_blocks,
-    ...           callbacks=[callback])
-    >>> keras_dib.analysis.plot_information_plane(
-    ...     callback.records, filepath="information_plane.png"
+    >>> model.compile(optimizer="sgd", loss=keras_dib.losses.DIB())
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> callback = keras_dib.analysis.InformationPlaneCallback(
+    ...     x, y, every_n_epochs=1, batch_size=32,
+    ...     filepath=os.path.join(folder, "information_plane.json"),
+    ... )
+    >>> history = model.fit(x, y, batch_size=16, epochs=[2] * model.num_blocks,
+    ...                     callbacks=[callback], verbose=0)
+    >>> [record["epoch"] for record in callback.records]  # initial, 4 epochs
+    [0, 1, 2, 3, 4]
+    >>> sorted(callback.records[-1]["layers"]["block_1"])
+    ['H_T', 'I_TY', 'I_XT', 'nHSIC_TY', 'nHSIC_XT']
+    >>> figure = keras_dib.analysis.plot_information_plane(
+    ...     callback, filepath=os.path.join(folder, "information_plane.png")
     ... )
 
     References:
@@ -382,7 +399,14 @@ def load_records(source):
 
     Example:
 
-    >>> records = keras_dib.analysis.load_records("information_plane.json")
+    >>> import json, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "information_plane.json")
+    >>> with open(path, "w") as handle:  # as `InformationPlaneCallback` does
+    ...     json.dump({"records": [{"epoch": 1, "layers": {}},
+    ...                            {"epoch": 0, "layers": {}}]}, handle)
+    >>> records = keras_dib.analysis.load_records(path)
+    >>> [record["epoch"] for record in records]
+    [0, 1]
     """
     if isinstance(source, InformationPlaneCallback):
         records = source.records
@@ -430,8 +454,16 @@ def convergence_epochs(source, key="I_XT", tolerance=0.05):
 
     Example:
 
-    >>> keras_dib.analysis.convergence_epochs(callback, "I_XT", 0.05)
-    {'block_stage1_1': 2, 'block_stage2_1': 4, ...}
+    >>> records = [  # as `InformationPlaneCallback.records` holds them
+    ...     {"epoch": epoch, "layers": {
+    ...         "block_1": {"I_XT": i_1, "I_TY": 0.5 * i_1},
+    ...         "block_2": {"I_XT": i_2, "I_TY": 0.4 * i_2}}}
+    ...     for epoch, i_1, i_2 in [
+    ...         (0, 4.0, 3.0), (1, 4.5, 3.2), (2, 4.52, 3.6), (3, 4.5, 3.9)
+    ...     ]
+    ... ]
+    >>> keras_dib.analysis.convergence_epochs(records, "I_XT", 0.05)
+    {'block_1': 1, 'block_2': 3}
     """
     if (
         isinstance(tolerance, bool)

@@ -145,7 +145,16 @@ def sample_arrays(x, y=None, num_samples=None):
 
     Example:
 
-    >>> x, y = keras_dib.analysis.sample_arrays(train_dataset, num_samples=512)
+    >>> from keras_dib.analysis.information import sample_arrays
+    >>> class Batches(keras.utils.PyDataset):  # or a tf.data.Dataset
+    ...     def __len__(self):
+    ...         return 3
+    ...     def __getitem__(self, index):
+    ...         rng = np.random.default_rng(index)
+    ...         return rng.normal(size=(32, 4)), rng.integers(0, 3, size=32)
+    >>> x, y = sample_arrays(Batches(), num_samples=48)
+    >>> x.shape, y.shape
+    ((48, 4), (48,))
     """
     if num_samples is not None:
         _check_positive_int("num_samples", num_samples)
@@ -360,8 +369,12 @@ def layer_representations(model, x, layer_names=None, batch_size=256):
 
     Example:
 
-    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
-    >>> features = keras_dib.analysis.layer_representations(model, x[:64])
+    >>> from keras_dib.analysis.information import layer_representations
+    >>> x = np.random.default_rng(0).uniform(size=(16, 32, 32, 3))
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=4)
+    >>> features = layer_representations(model, x)
+    >>> features["block_stage1_1"].shape  # pooled at the end of stage 1
+    (16, 16, 16, 4)
     >>> list(features)[0]
     'block_stage1_1'
     """
@@ -594,10 +607,18 @@ def information_summary(
 
     Example:
 
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(64, 32, 32, 3)).astype("float32")
+    >>> y = rng.integers(0, 4, size=64)
+    >>> model = keras_dib.build_vgg(11, num_classes=4, width=4,
+    ...                             granularity="stage")
     >>> summary = keras_dib.analysis.information_summary(
-    ...     model, x_test[:512], y_test[:512], include=("renyi", "matrix")
+    ...     model, x, y, include=("renyi", "matrix"), batch_size=32
     ... )
-    >>> summary["layers"]["block_stage1_1"]["I_XT"]
+    >>> summary["num_batches"], summary["mutual_information_matrix"].shape
+    (2, (5, 5))
+    >>> summary["layers"]["block_stage1"]["I_XT"] > 0
+    True
 
     References:
         - Yu, Yu & Principe, ICASSP 2021. https://arxiv.org/abs/2102.00533
@@ -666,10 +687,19 @@ def information_plane(
 
     Example:
 
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(64, 32, 32, 3)).astype("float32")
+    >>> y = rng.integers(0, 4, size=64)
+    >>> model = keras_dib.build_vgg(11, num_classes=4, width=4,
+    ...                             granularity="stage")
     >>> plane = keras_dib.analysis.information_plane(
-    ...     model, x_test[:512], y_test[:512], batch_size=256
+    ...     model, x, y, batch_size=32
     ... )
-    >>> plane["block_stage1_1"]["I_XT"]
+    >>> list(plane)  # one block per VGG stage
+    ['block_stage1', 'block_stage2', 'block_stage3', 'block_stage4',
+     'block_stage5']
+    >>> 0 < plane["block_stage1"]["I_TY"] <= 2.0  # I(T; Y) <= H(Y) <= 2
+    True
 
     References:
         - Yu, Yu & Principe, ICASSP 2021. https://arxiv.org/abs/2102.00533
@@ -728,7 +758,16 @@ def hsic_plane(
 
     Example:
 
-    >>> plane = keras_dib.analysis.hsic_plane(model, x[:512], y[:512])
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(64, 32, 32, 3)).astype("float32")
+    >>> y = rng.integers(0, 4, size=64)
+    >>> model = keras_dib.build_vgg(11, num_classes=4, width=4,
+    ...                             granularity="stage")
+    >>> plane = keras_dib.analysis.hsic_plane(model, x, y, batch_size=32)
+    >>> sorted(plane["block_stage1"])
+    ['nHSIC_TY', 'nHSIC_XT']
+    >>> 0 <= plane["block_stage1"]["nHSIC_XT"] <= 1
+    True
 
     References:
         - Sakamoto & Sato, TMLR 2024. https://arxiv.org/abs/2402.09050
@@ -786,9 +825,18 @@ def mutual_information_matrix(
 
     Example:
 
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(64, 32, 32, 3)).astype("float32")
+    >>> y = rng.integers(0, 4, size=64)
+    >>> model = keras_dib.build_vgg(11, num_classes=4, width=4,
+    ...                             granularity="stage")
     >>> matrix, names = keras_dib.analysis.mutual_information_matrix(
-    ...     model, x_test[:512]
+    ...     model, x, batch_size=32
     ... )
+    >>> matrix.shape, len(names)
+    ((5, 5), 5)
+    >>> bool(np.allclose(matrix, matrix.T))
+    True
 
     References:
         - Yu, Wickstrom, Jenssen & Principe, IEEE TNNLS 2020.

@@ -135,9 +135,21 @@ def plot_information_plane(
 
     Example:
 
-    >>> keras_dib.analysis.plot_information_plane(
-    ...     callback, filepath="information_plane.png"
+    >>> records = [  # as `InformationPlaneCallback.records` holds them
+    ...     {"epoch": epoch, "layers": {
+    ...         "block_1": {"I_XT": i_1, "I_TY": 0.5 * i_1},
+    ...         "block_2": {"I_XT": i_2, "I_TY": 0.4 * i_2}}}
+    ...     for epoch, i_1, i_2 in [
+    ...         (0, 4.0, 3.0), (1, 4.5, 3.2), (2, 4.52, 3.6), (3, 4.5, 3.9)
+    ...     ]
+    ... ]
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "information_plane.png")
+    >>> figure = keras_dib.analysis.plot_information_plane(
+    ...     records, filepath=path
     ... )
+    >>> os.path.exists(path)
+    True
     """
     matplotlib, Figure = _matplotlib()
     records, names = _load_checked(
@@ -242,9 +254,21 @@ def plot_information_curves(
 
     Example:
 
-    >>> keras_dib.analysis.plot_information_curves(
-    ...     callback, filepath="i_xt.png", key="I_XT"
+    >>> records = [  # as `InformationPlaneCallback.records` holds them
+    ...     {"epoch": epoch, "layers": {
+    ...         "block_1": {"I_XT": i_1, "I_TY": 0.5 * i_1},
+    ...         "block_2": {"I_XT": i_2, "I_TY": 0.4 * i_2}}}
+    ...     for epoch, i_1, i_2 in [
+    ...         (0, 4.0, 3.0), (1, 4.5, 3.2), (2, 4.52, 3.6), (3, 4.5, 3.9)
+    ...     ]
+    ... ]
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "i_xt.png")
+    >>> figure = keras_dib.analysis.plot_information_curves(
+    ...     records, filepath=path, key="I_XT"
     ... )
+    >>> os.path.exists(path)
+    True
     """
     matplotlib, Figure = _matplotlib()
     records, names = _load_checked(records, layer_names, key=key)
@@ -315,12 +339,21 @@ def plot_mutual_information_matrix(
 
     Example:
 
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(64, 32, 32, 3)).astype("float32")
+    >>> y = rng.integers(0, 4, size=64)
+    >>> model = keras_dib.build_vgg(11, num_classes=4, width=4,
+    ...                             granularity="stage")
     >>> matrix, names = keras_dib.analysis.mutual_information_matrix(
-    ...     model, x_test[:512]
+    ...     model, x, batch_size=32
     ... )
-    >>> keras_dib.analysis.plot_mutual_information_matrix(
-    ...     matrix, names, filepath="mi_matrix.png"
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "mi_matrix.png")
+    >>> figure = keras_dib.analysis.plot_mutual_information_matrix(
+    ...     matrix, names, filepath=path
     ... )
+    >>> os.path.exists(path)
+    True
     """
     _, Figure = _matplotlib()
     if isinstance(matrix, dict):

@@ -23,6 +23,7 @@ def check_non_negative(name, value):
 
     Example:
 
+    >>> from keras_dib.losses._common import check_non_negative
     >>> check_non_negative("beta", np.float32(0.01))
     0.009999999776482582
     """

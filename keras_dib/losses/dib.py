@@ -47,7 +47,7 @@ class DIB(LocalObjective):
 
     Example:
 
-    >>> model = keras_dib.build_vgg(11, num_classes=43, width=16)
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.DIB(alpha=1.01, beta=0.01),
@@ -162,6 +162,7 @@ class InformationPreservation(DIB):
 
     Example:
 
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="sgd",
     ...     loss=keras_dib.losses.InformationPreservation(weight=0.01),

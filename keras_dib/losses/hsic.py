@@ -85,7 +85,7 @@ class HSICBottleneck(LocalObjective):
 
     Example:
 
-    >>> model = keras_dib.build_resnet(18, num_classes=43, width=16)
+    >>> model = keras_dib.build_resnet(18, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.HSICBottleneck(beta=10.0, gamma=1.0),

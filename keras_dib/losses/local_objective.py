@@ -77,6 +77,7 @@ class LocalObjective(keras.losses.Loss):
 
     Example:
 
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.LocalObjective(),  # greedy cross-entropy

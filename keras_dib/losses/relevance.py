@@ -327,7 +327,7 @@ class InformationBottleneck(_RenyiRelevanceObjective):
 
     Example:
 
-    >>> model = keras_dib.build_vgg(11, num_classes=43, width=16)
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.InformationBottleneck(
@@ -443,7 +443,7 @@ class RelevanceDIB(_RenyiRelevanceObjective):
 
     Example:
 
-    >>> model = keras_dib.build_vgg(11, num_classes=43, width=16)
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.RelevanceDIB(beta=0.01, gamma=0.1),
@@ -547,7 +547,7 @@ class SimilarityMatching(LocalObjective):
 
     Example:
 
-    >>> model = keras_dib.build_vgg(11, num_classes=43, width=16)
+    >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.SimilarityMatching(beta=0.99),

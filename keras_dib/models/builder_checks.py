@@ -22,6 +22,7 @@ def check_builder_arguments(
 
     Example:
 
+    >>> from keras_dib.models.builder_checks import check_builder_arguments
     >>> check_builder_arguments(11, (11, 13), "block", ("block",), 16, 10,
     ...                         [32, 32, 3])
     (32, 32, 3)

@@ -206,11 +206,11 @@ def split_model(
 
     Example:
 
-    >>> inputs = keras.Input((32, 32, 3))
-    >>> x = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(
+    >>> inputs = keras.Input((16, 16, 3))
+    >>> x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(
     ...     inputs
     ... )
-    >>> x = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    >>> x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
     >>> x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     >>> outputs = keras.layers.Dense(10, name="logits")(x)
     >>> model = keras.Model(inputs, outputs)
@@ -220,7 +220,14 @@ def split_model(
     >>> greedy.compile(
     ...     optimizer="adam", loss=keras_dib.losses.DIB(), metrics=["accuracy"]
     ... )
-    >>> history = greedy.fit(x_train, y_train, batch_size=128, epochs=2)
+    >>> rng = np.random.default_rng(0)
+    >>> x_train = rng.uniform(size=(32, 16, 16, 3)).astype("float32")
+    >>> y_train = rng.integers(0, 10, size=32)
+    >>> history = greedy.fit(
+    ...     x_train, y_train, batch_size=16, epochs=1, verbose=0
+    ... )
+    >>> history.history["block"]  # one epoch per block
+    [0, 1]
 
     References:
         - Belilovsky, Eickenberg & Oyallon, "Greedy Layerwise Learning Can

@@ -364,7 +364,23 @@ class BlockCallback(keras.callbacks.Callback):
     >>> class Announce(keras_dib.BlockCallback):
     ...     def on_block_end(self, block, logs=None):
     ...         print(f"block {block}: accuracy {logs['accuracy']:.3f}")
-    >>> model.fit(x, y, epochs=2, callbacks=[Announce()])
+    >>> model = keras_dib.GreedyLayerwiseModel(
+    ...     [keras.layers.Dense(8, activation="relu") for _ in range(2)],
+    ...     head=keras.layers.Dense(3),
+    ...     num_classes=3,
+    ...     input_shape=(4,),
+    ... )
+    >>> model.compile(
+    ...     optimizer="sgd", loss=keras_dib.losses.DIB(), metrics=["accuracy"]
+    ... )
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(16, 4)).astype("float32")
+    >>> y = rng.integers(0, 3, size=16)
+    >>> history = model.fit(
+    ...     x, y, batch_size=8, epochs=2, callbacks=[Announce()], verbose=0
+    ... )
+    block 0: accuracy ...
+    block 1: accuracy ...
     """
 
     def on_block_begin(self, block, logs=None):

@@ -126,24 +126,32 @@ class GreedyLayerwiseModel(keras.Model):
     Example:
 
     >>> blocks = [
-    ...     keras.Sequential([keras.layers.Conv2D(16, 3, padding="same"),
+    ...     keras.Sequential([keras.layers.Conv2D(8, 3, padding="same"),
     ...                       keras.layers.ReLU()]),
-    ...     keras.Sequential([keras.layers.Conv2D(32, 3, strides=2),
+    ...     keras.Sequential([keras.layers.Conv2D(8, 3, strides=2),
     ...                       keras.layers.ReLU()]),
     ... ]
     >>> model = keras_dib.GreedyLayerwiseModel(
     ...     blocks,
     ...     head=keras_dib.models.AuxiliaryHead(10, grid_size=1),
     ...     num_classes=10,
-    ...     input_shape=(32, 32, 3),
+    ...     input_shape=(16, 16, 3),
     ... )
     >>> model.compile(
     ...     optimizer="adam",
     ...     loss=keras_dib.losses.DIB(alpha=1.01, beta=0.01),
     ...     metrics=["accuracy"],
     ... )
-    >>> history = model.fit(x_train, y_train, batch_size=128, epochs=[2, 3])
-    >>> history.history["block"]  # [0, 0, 1, 1, 1]
+    >>> rng = np.random.default_rng(0)
+    >>> x_train = rng.uniform(size=(32, 16, 16, 3)).astype("float32")
+    >>> y_train = rng.integers(0, 10, size=32)
+    >>> history = model.fit(
+    ...     x_train, y_train, batch_size=16, epochs=[1, 2], verbose=0
+    ... )
+    >>> history.history["block"]  # one epoch of block 0, two of block 1
+    [0, 1, 1]
+    >>> tuple(model.predict(x_train[:4], verbose=0).shape)
+    (4, 10)
 
     References:
         - Yu, Yu & Principe, "Deep Deterministic Information Bottleneck with
@@ -268,7 +276,7 @@ class GreedyLayerwiseModel(keras.Model):
 
         Example:
 
-        >>> model = keras_dib.build_vgg(11, num_classes=43, width=8)
+        >>> model = keras_dib.build_vgg(11, num_classes=43, width=4)
         >>> model.truncate(5).num_blocks
         5
         >>> short = model.truncate(5)
@@ -449,8 +457,22 @@ class GreedyLayerwiseModel(keras.Model):
 
         Example:
 
+        >>> model = keras_dib.GreedyLayerwiseModel(
+        ...     [keras.layers.Dense(8, activation="relu") for _ in range(3)],
+        ...     head=keras.layers.Dense(3),
+        ...     num_classes=3,
+        ...     input_shape=(4,),
+        ... )
+        >>> model.compile(optimizer="sgd", loss=keras_dib.losses.DIB())
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(16, 4)).astype("float32")
+        >>> y = rng.integers(0, 3, size=16)
         >>> stage = model.enter_stage("sequential", block=2)
-        >>> model.train_on_batch(x, y)
+        >>> stage.block
+        2
+        >>> logs = model.train_on_batch(x, y, return_dict=True)
+        >>> sorted(logs)
+        ['compression', 'cross_entropy', 'loss']
         >>> model.exit_stage()
         """
         schedule = schedules.get(schedule)

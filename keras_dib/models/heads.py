@@ -61,11 +61,15 @@ class AuxiliaryHead(keras.layers.Layer):
     Example:
 
     >>> head = keras_dib.models.AuxiliaryHead(num_classes=10, grid_size=2)
-    >>> logits = head(np.zeros((8, 16, 16, 32)))  # shape (8, 10)
+    >>> logits = head(np.zeros((8, 16, 16, 32)))
+    >>> tuple(logits.shape)
+    (8, 10)
     >>> head = keras_dib.models.AuxiliaryHead(
     ...     num_classes=10, grid_size=4, conv_filters=32, downsample_size=8
     ... )
     >>> logits = head(np.zeros((8, 32, 32, 16)))  # convolved at 8x8
+    >>> tuple(logits.shape)
+    (8, 10)
 
     References:
         - Belilovsky, Eickenberg & Oyallon, "Decoupled Greedy Learning of

@@ -47,7 +47,7 @@ class ResidualBlock(keras.layers.Layer):
     Example:
 
     >>> block = keras_dib.models.ResidualBlock(32, strides=2)
-    >>> block(np.zeros((8, 16, 16, 16))).shape
+    >>> tuple(block(np.zeros((8, 16, 16, 16))).shape)
     (8, 8, 8, 32)
 
     References:
@@ -214,7 +214,7 @@ def build_resnet(
     >>> model = keras_dib.build_resnet(18, num_classes=43, width=16)
     >>> model.num_blocks
     8
-    >>> model = keras_dib.build_resnet(34, granularity="stage")
+    >>> model = keras_dib.build_resnet(34, width=8, granularity="stage")
     >>> model.num_blocks
     4
 

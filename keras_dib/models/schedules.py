@@ -112,7 +112,21 @@ class Schedule:
     ...     def forward(self, model, inputs, stage, training, **kwargs):
     ...         return keras_dib.models.schedules.sequential_forward(
     ...             model, inputs, stage, training, **kwargs)
-    >>> model.fit(x, y, epochs=3, schedule=LastBlockOnly())
+    >>> model = keras_dib.GreedyLayerwiseModel(
+    ...     [keras.layers.Dense(8, activation="relu") for _ in range(2)],
+    ...     head=keras.layers.Dense(3),
+    ...     num_classes=3,
+    ...     input_shape=(4,),
+    ... )
+    >>> model.compile(optimizer="sgd", loss=keras_dib.losses.DIB())
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(16, 4)).astype("float32")
+    >>> y = rng.integers(0, 3, size=16)
+    >>> history = model.fit(
+    ...     x, y, batch_size=8, epochs=2, schedule=LastBlockOnly(), verbose=0
+    ... )
+    >>> history.history["block"]  # only the last block trained
+    [1, 1]
     """
 
     name = None

@@ -19,7 +19,10 @@ def as_float32(x):
 
     Example:
 
-    >>> as_float32(keras.Variable(np.eye(2)))  # a float32 tensor
+    >>> from keras_dib.ops._tensors import as_float32
+    >>> x = as_float32(keras.Variable(np.eye(2)))
+    >>> ops.is_tensor(x), keras.backend.standardize_dtype(x.dtype)
+    (True, 'float32')
     """
     x = ops.cast(ops.convert_to_tensor(x), "float32")
     if hasattr(x, "assign"):
