@@ -144,6 +144,13 @@ flags.DEFINE_string(
     "record reports the TEST accuracy of the selected network (the test "
     "set used once, for reporting).",
 )
+flags.DEFINE_bool(
+    "refit_selected_depth",
+    False,
+    "With --select_depth: then train a fresh network on the whole "
+    "training set (the validation split included) up to the chosen depth, "
+    "and report its test accuracy (wall time: both fits).",
+)
 flags.DEFINE_string(
     "variant_name",
     "baseline",
@@ -278,22 +285,23 @@ def _batches(pipeline):
             yield pipeline[index]
 
 
-def block_test_accuracies(model, test_pipeline):
+def block_test_accuracies(model, test_pipeline, num_blocks=None):
     """Test accuracy of every block's auxiliary head (the last: the head).
 
     Runs `blocks[:k + 1]` in inference mode, then `training_heads[k]`, for
-    every `k`, reusing the features of block `k` for block `k + 1`.
+    every `k` below `num_blocks` (default: all), reusing the features of
+    block `k` for block `k + 1`.
 
     Returns:
-        A list of `model.num_blocks` floats.
+        A list of `num_blocks` floats.
     """
-    correct = np.zeros(model.num_blocks)
+    num_blocks = num_blocks or model.num_blocks
+    correct = np.zeros(num_blocks)
     count = 0
+    pairs = list(zip(model.blocks, model.training_heads))[:num_blocks]
     for x, y in _batches(test_pipeline):
         features = keras.ops.convert_to_tensor(x)
-        for k, (block, head) in enumerate(
-            zip(model.blocks, model.training_heads)
-        ):
+        for k, (block, head) in enumerate(pairs):
             features = block(features, training=False)
             logits = keras.ops.convert_to_numpy(head(features, training=False))
             correct[k] += np.sum(np.argmax(logits, axis=-1) == np.asarray(y))
@@ -498,6 +506,7 @@ def main(argv):
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,
                 "select_depth": FLAGS.select_depth,
+                "refit_selected_depth": FLAGS.refit_selected_depth,
                 "batch_size": 128,
                 "alpha": FLAGS.alpha,
                 "beta": FLAGS.beta,
@@ -536,7 +545,14 @@ def main(argv):
             if mode == "end_to_end":
                 block_accuracy = None
             else:
-                block_accuracy = block_test_accuracies(model, eval_pipeline)
+                # A refit network trained only its first blocks.
+                block_accuracy = block_test_accuracies(
+                    model,
+                    eval_pipeline,
+                    summary["inference_blocks"]
+                    if FLAGS.refit_selected_depth
+                    else None,
+                )
             import jax
 
             curve = accuracy_curve(summary)
@@ -564,7 +580,10 @@ def main(argv):
                 "block_train_accuracy": [
                     round(b["accuracy"][-1], 4)
                     for b in summary["block_history"]
+                    if b.get("accuracy")
                 ],
+                # With --refit_selected_depth: the depth-selection run.
+                "selection": summary["selection"],
                 "train_images": summary["train_images"],
                 "test_images": 0 if validating else summary["test_images"],
                 "validation_images": summary["validation_images"],

@@ -170,6 +170,12 @@ def define_flags(dataset):
         "at the block whose head scores best on this validation metric "
         "(`fit(select_depth=...)`, e.g. val_accuracy).",
     )
+    flags.DEFINE_bool(
+        "refit_selected_depth",
+        _DEFAULTS["refit_selected_depth"],
+        "With --select_depth: then train a fresh network on every training "
+        "image (the validation split included), up to the chosen depth.",
+    )
     flags.DEFINE_integer(
         "epochs_per_block",
         _DEFAULTS["epochs_per_block"],
@@ -270,6 +276,7 @@ def settings_from_flags(flag_values):
         "cache_prefix",
         "validation_size",
         "select_depth",
+        "refit_selected_depth",
         "epochs_per_block",
         "epochs",
         "batch_size",

@@ -129,6 +129,7 @@ DEFAULT_SETTINGS = {
     "cache_prefix": None,
     "validation_size": 0,
     "select_depth": None,
+    "refit_selected_depth": False,
     "epochs_per_block": 2,
     "epochs": 30,
     "batch_size": None,
@@ -810,12 +811,85 @@ def check_settings(settings):
                 f"`{name}` should be >= 0 (0: all). Received: "
                 f"{name}={settings[name]}"
             )
+    if settings.get("refit_selected_depth") and not (
+        settings.get("select_depth") and settings["mode"] in GREEDY_MODES
+    ):
+        raise ValueError(
+            "`refit_selected_depth` refits a greedy mode to the depth that "
+            "`select_depth` chose: give `select_depth` (and "
+            "`validation_size`) with a greedy mode. Received: "
+            f"select_depth={settings.get('select_depth')!r}, "
+            f"mode={settings.get('mode')!r}"
+        )
     if settings.get("select_depth") and not settings.get("validation_size"):
         raise ValueError(
             "`select_depth` chooses on a validation split: give "
             "`validation_size` too. Received: "
             f"select_depth={settings['select_depth']!r} without it."
         )
+
+
+def _fit(
+    dataset,
+    s,
+    train_arrays,
+    train_pipeline,
+    steps,
+    epochs_per_block,
+    monitored,
+    select_depth,
+    verbose,
+):
+    """Builds, compiles and fits one model of `run`'s settings `s`.
+
+    Returns:
+        `(model, history, training_seconds, clock)`, evaluations excluded
+        from the seconds.
+    """
+    model = build_model(
+        DATASETS[dataset]["num_classes"],
+        depth=s["depth"],
+        width=s["width"],
+        granularity=s["granularity"],
+        architecture=s["architecture"],
+        final_head=s.get("final_head", "classifier"),
+        head_grid_size=s["head_grid_size"],
+        head_conv_filters=parse_conv_filters(s.get("head_conv_filters")),
+        head_hidden_units=s.get("head_hidden_units") or None,
+        input_normalization=channel_statistics(train_arrays[0]),
+        **split_options(s),
+    )
+    stage_epochs = (
+        s["epochs_per_block"] if s["mode"] in GREEDY_MODES else s["epochs"]
+    )
+    compile_model(
+        model,
+        s["mode"],
+        steps * stage_epochs,
+        learning_rate=s["learning_rate"],
+        optimizer=s["optimizer"],
+        weight_decay=s["weight_decay"],
+        alpha=s["alpha"],
+        beta=s["beta"],
+        compression=s["compression"],
+        objective=s.get("objective", "dib"),
+        gamma=s.get("gamma"),
+    )
+    clock = TrainingClock()
+    history, wall_time = train(
+        model,
+        train_pipeline,
+        s["mode"],
+        epochs_per_block,
+        s["epochs"],
+        verbose=verbose,
+        cache_prefix=s["cache_prefix"],
+        validation_pipeline=monitored,
+        callbacks=[clock],
+        select_depth=select_depth,
+    )
+    # Per-epoch evaluations are not training time.
+    return model, history, wall_time - clock.evaluation_seconds, clock
 
 
 def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
@@ -841,6 +915,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         validation pipeline (None without `validation_size`).
     """
     s = dict(settings)
+    check_settings(s)
     s["cache_prefix"] = resolve_cache_prefix(s)
     s.setdefault("architecture", "vgg")
     if s.get("depth") is None:
@@ -880,55 +955,66 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         validation=validation_arrays,
         standardize=False,
     )
-    model = build_model(
-        DATASETS[dataset]["num_classes"],
-        depth=s["depth"],
-        width=s["width"],
-        granularity=s["granularity"],
-        architecture=s["architecture"],
-        final_head=s.get("final_head", "classifier"),
-        head_grid_size=s["head_grid_size"],
-        head_conv_filters=parse_conv_filters(s.get("head_conv_filters")),
-        head_hidden_units=s.get("head_hidden_units") or None,
-        input_normalization=channel_statistics(train_arrays[0]),
-        **split_options(s),
-    )
-    stage_epochs = (
-        s["epochs_per_block"] if s["mode"] in GREEDY_MODES else s["epochs"]
-    )
-    compile_model(
-        model,
-        s["mode"],
-        steps * stage_epochs,
-        learning_rate=s["learning_rate"],
-        optimizer=s["optimizer"],
-        weight_decay=s["weight_decay"],
-        alpha=s["alpha"],
-        beta=s["beta"],
-        compression=s["compression"],
-        objective=s.get("objective", "dib"),
-        gamma=s.get("gamma"),
-    )
-    clock = TrainingClock()
     monitored = validation_pipeline
     if monitored is None and monitor_test:
         monitored = test_pipeline
-    history, wall_time = train(
-        model,
+    model, history, wall_time, clock = _fit(
+        dataset,
+        s,
+        train_arrays,
         train_pipeline,
-        s["mode"],
+        steps,
         s["epochs_per_block"],
-        s["epochs"],
-        verbose=verbose,
-        cache_prefix=s["cache_prefix"],
-        validation_pipeline=monitored,
-        callbacks=[clock],
-        select_depth=s.get("select_depth")
-        if s["mode"] in GREEDY_MODES
-        else None,
+        monitored,
+        s.get("select_depth") if s["mode"] in GREEDY_MODES else None,
+        verbose,
     )
-    # Per-epoch evaluations are not training time.
-    wall_time -= clock.evaluation_seconds
+    selection = None
+    if s.get("refit_selected_depth"):
+        # Depth chosen on the validation split: train a fresh network on
+        # every training image (the validation split included), only up
+        # to that depth, and keep that depth.
+        depth = model.inference_blocks
+        selection = {
+            "inference_blocks": depth,
+            "validation_accuracy": float(
+                model.evaluate(
+                    validation_pipeline, verbose=0, return_dict=True
+                )["accuracy"]
+            ),
+            "validation_images": int(len(validation_arrays[0])),
+            "train_images": int(len(train_arrays[0])),
+            "wall_time_s": round(wall_time, 2),
+        }
+        train_arrays, test_arrays, _ = load_arrays(
+            dataset, s["data_dir"], s["train_size"], s["test_size"], s["seed"]
+        )
+        train_pipeline, test_pipeline, steps, _ = make_pipelines(
+            dataset,
+            train_arrays,
+            test_arrays,
+            s["batch_size"],
+            s["augment"],
+            s["seed"],
+            standardize=False,
+        )
+        num_blocks = model.num_blocks
+        epochs = [s["epochs_per_block"]] * depth + [0] * (num_blocks - depth)
+        validation_pipeline = validation_arrays = None
+        keras.utils.set_random_seed(s["seed"])
+        model, history, refit_time, clock = _fit(
+            dataset,
+            s,
+            train_arrays,
+            train_pipeline,
+            steps,
+            epochs,
+            test_pipeline if monitor_test else None,
+            None,
+            verbose,
+        )
+        model.inference_blocks = depth
+        wall_time += refit_time
     results = model.evaluate(test_pipeline, verbose=0, return_dict=True)
     validation_accuracy = None
     if validation_pipeline is not None:
@@ -938,6 +1024,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
             ]
         )
     total_epochs = len(history.history.get("loss", []))
+    if selection is not None:
+        validation_accuracy = selection["validation_accuracy"]
     summary = {
         "dataset": DATASETS[dataset]["title"],
         "mode": s["mode"],
@@ -953,9 +1041,9 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         "train_images": int(len(train_arrays[0])),
         "test_images": int(len(test_arrays[0])),
         "validation_accuracy": validation_accuracy,
-        "validation_images": 0
-        if validation_arrays is None
-        else int(len(validation_arrays[0])),
+        "validation_images": selection["validation_images"]
+        if selection
+        else (0 if validation_arrays is None else len(validation_arrays[0])),
         "wall_time_s": round(wall_time, 2),
         "evaluation_seconds": round(clock.evaluation_seconds, 2),
         "epoch_seconds": [round(t, 2) for t in clock.epoch_seconds],
@@ -967,6 +1055,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         ),
         "block_history": block_history(history),
         "inference_blocks": model.inference_blocks,
+        # With `refit_selected_depth`: the depth-selection run.
+        "selection": selection,
         "settings": dict(s),
         "backend": keras.backend.backend(),
         "device": device_description(),

@@ -230,3 +230,25 @@ def test_run_on_a_small_archive_with_a_validation_split(tmp_path):
             "cifar100",
             dict(settings, mode="end_to_end", cache_prefix=True),
         )
+
+    # The depth chosen on the validation split, then a fresh network fit
+    # on all 200 training images up to that depth.
+    model, summary, _, validation = recipes.run(
+        "cifar100", dict(settings, refit_selected_depth=True), verbose=0
+    )
+    selection = summary["selection"]
+    depth = selection["inference_blocks"]
+    assert validation is None
+    assert summary["train_images"] == 200
+    assert selection["train_images"] == 136
+    assert selection["validation_images"] == summary["validation_images"] == 64
+    assert summary["validation_accuracy"] == selection["validation_accuracy"]
+    assert model.inference_blocks == summary["inference_blocks"] == depth
+    trained = [b for b in summary["block_history"] if b.get("loss")]
+    assert len(trained) == depth
+    assert summary["wall_time_s"] >= selection["wall_time_s"]
+    with pytest.raises(ValueError, match="refit_selected_depth"):
+        recipes.run(
+            "cifar100",
+            dict(settings, refit_selected_depth=True, select_depth=None),
+        )
