@@ -425,9 +425,11 @@ def _plot_curves(axes, records):
 
 
 def _title(records):
+    # Every model plotted (e.g. layer and stage granularity), in order.
+    models = "\n".join(dict.fromkeys(r["model"] for r in records))
     return (
         f"{records[0]['dataset']}, {records[0]['train_images']} training "
-        f"images\n{records[0]['model']}, "
+        f"images\n{models}, "
         f"{records[0]['device']}, {records[0]['backend']}"
     )
 
