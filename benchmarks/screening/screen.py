@@ -41,38 +41,21 @@ from keras_dib import recipes  # noqa: E402
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "screening_cpu.jsonl")
 DEVICE = "CPU, 2 cores (shared)"
 
-DEFAULTS = {
-    # ../shared/data/gtsrb next to the repository (the examples'
-    # own default; not imported, the helper moves between refactorings).
-    "data_dir": os.path.join(os.path.dirname(ROOT), "shared", "data", "gtsrb"),
-    "architecture": "vgg",
-    "depth": 11,
-    "width": 16,
-    "granularity": "layer",
-    "head_grid_size": 4,
-    "head_conv_filters": 32,
-    "head_hidden_units": 0,
-    # 0: no downsampling, as in the recorded screens (build_vgg's
-    # default pools block 1's head input to 8x8 since 2026-12-03).
-    "head_downsample_size": 0,
-    "final_head": "classifier",
-    "cache_prefix": None,
-    "validation_size": 4000,
-    "epochs_per_block": 2,
-    "epochs": 5,
-    "batch_size": 128,
-    "alpha": 1.01,
-    "beta": 0.01,
-    "compression": "input",
-    "mode": "greedy_dib",
-    "augment": False,
-    "learning_rate": 0.05,
-    "optimizer": "sgd",
-    "weight_decay": 5e-4,
-    "train_size": 0,
-    "test_size": 0,
-    "seed": 0,
-}
+# The recipe's settings (`keras_dib.recipes.DEFAULT_SETTINGS`) with those
+# of the recorded screens where they differ.
+DEFAULTS = dict(
+    recipes.DEFAULT_SETTINGS,
+    # ../shared/data/gtsrb next to the repository.
+    data_dir=os.path.join(os.path.dirname(ROOT), "shared", "data", "gtsrb"),
+    depth=11,
+    head_conv_filters=32,
+    # 0: no downsampling, as in the recorded screens (build_vgg's default
+    # pools block 1's head input to 8x8 since 2026-12-03).
+    head_downsample_size=0,
+    validation_size=4000,
+    epochs=5,
+    batch_size=128,
+)
 
 
 def _cpu_seconds():
