@@ -363,16 +363,24 @@ def plot(records, path, title):
                     alpha=0.1,
                 )
         else:
-            accuracies = 100 * np.array(
-                [r["block_test_accuracy"] for r in group]
-            )
-            blocks = np.arange(1, accuracies.shape[1] + 1)
+            # Seeds may train different numbers of blocks (a depth
+            # refit): missing blocks are NaN.
+            width = max(len(r["block_test_accuracy"]) for r in group)
+            accuracies = np.full((len(group), width), np.nan)
+            for row, record in zip(accuracies, group):
+                row[: len(record["block_test_accuracy"])] = 100 * np.array(
+                    record["block_test_accuracy"]
+                )
+            blocks = np.arange(1, width + 1)
             num_blocks = max(num_blocks, len(blocks))
-            mean = accuracies.mean(axis=0)
+            mean = np.nanmean(accuracies, axis=0)
             bars = axes.errorbar(
                 blocks,
                 mean,
-                yerr=[mean - accuracies.min(0), accuracies.max(0) - mean],
+                yerr=[
+                    mean - np.nanmin(accuracies, 0),
+                    np.nanmax(accuracies, 0) - mean,
+                ],
                 fmt=styles.get(mode, "o-"),
                 capsize=3,
                 label=f"{label}{seeds}",
