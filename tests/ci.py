@@ -4,11 +4,11 @@ The README's test command (and `.ci/run`) ends with this script:
 
     .venv/bin/python tests/ci.py
 
-Each backend's pass is one pytest process (`--run_large`; the
-`backend_free` tests run in the torch pass only). The JAX pass, the
-longest, is cut in two shards (`tests/models/` and the rest), so that
-four processes share the cores instead of the JAX pass running alone at
-the end on one of them. Every shard's output is printed when it ends,
+Each backend's pass runs every tier (`--run_large`; the `backend_free`
+tests run in the torch pass only). The JAX and TensorFlow passes, the
+longest, are each cut in two shards (`tests/models/` and the rest), so
+that five processes share the cores instead of one long pass running
+alone at the end on one of them. Every shard's output is printed when it ends,
 with the slowest tests (`--durations=20`); the exit status is non-zero if
 any shard failed. Extra arguments go to every pytest process (for
 example `-x` or `-k checkpoint`).
@@ -23,11 +23,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join("tests", "models")
 
-# (name, KERAS_BACKEND, test paths and options), the longest first.
+# (name, KERAS_BACKEND, test paths and options).
 SHARDS = [
     ("jax (tests/models)", "jax", [MODELS]),
     ("jax (the rest)", "jax", ["tests", f"--ignore={MODELS}"]),
-    ("tensorflow", "tensorflow", ["tests"]),
+    ("tensorflow (tests/models)", "tensorflow", [MODELS]),
+    ("tensorflow (the rest)", "tensorflow", ["tests", f"--ignore={MODELS}"]),
     ("torch", "torch", ["tests"]),
 ]
 PYTEST_OPTIONS = [
