@@ -261,40 +261,8 @@ def define_flags(dataset):
 
 def settings_from_flags(flag_values):
     """The run settings as a dict, with `--quick` applied."""
-    names = [
-        "data_dir",
-        "architecture",
-        "depth",
-        "width",
-        "granularity",
-        "head_grid_size",
-        "head_conv_filters",
-        "head_hidden_units",
-        "head_downsample_size",
-        "pool_in_next_block",
-        "final_head",
-        "cache_prefix",
-        "validation_size",
-        "select_depth",
-        "refit_selected_depth",
-        "epochs_per_block",
-        "epochs",
-        "batch_size",
-        "alpha",
-        "beta",
-        "compression",
-        "objective",
-        "gamma",
-        "mode",
-        "augment",
-        "learning_rate",
-        "optimizer",
-        "weight_decay",
-        "train_size",
-        "test_size",
-        "seed",
-    ]
-    settings = {name: flag_values[name].value for name in names}
+    # One flag per setting of `keras_dib.recipes.run`.
+    settings = {name: flag_values[name].value for name in _DEFAULTS}
     if flag_values.quick:
         # `--quick` sets what was not given explicitly on the command line.
         settings.update(

@@ -40,12 +40,12 @@ def check_non_negative(name, value):
     return float(value)
 
 
-def check_compression(compression, targets):
-    """Raises unless `compression` is one of `targets`."""
+def check_compression(compression, targets, name="compression"):
+    """Raises unless `compression` (the argument `name`) is in `targets`."""
     if compression not in targets:
         raise ValueError(
-            f"`compression` should be one of {targets}. "
-            f"Received: compression={compression!r}"
+            f"`{name}` should be one of {targets}. "
+            f"Received: {name}={compression!r}"
         )
 
 

@@ -191,11 +191,7 @@ class InformationPreservation(DIB):
         dtype="float32",
     ):
         _common.check_non_negative("weight", weight)
-        if target not in COMPRESSION_TARGETS:
-            raise ValueError(
-                f"`target` should be one of {COMPRESSION_TARGETS}. "
-                f"Received: target={target!r}"
-            )
+        _common.check_compression(target, COMPRESSION_TARGETS, name="target")
         super().__init__(
             alpha=alpha,
             beta=weight,
