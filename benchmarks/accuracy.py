@@ -144,6 +144,13 @@ flags.DEFINE_string(
     "record reports the TEST accuracy of the selected network (the test "
     "set used once, for reporting).",
 )
+flags.DEFINE_integer(
+    "depth_patience",
+    None,
+    "With --select_depth: `fit(depth_patience=...)`: stop training deeper "
+    "blocks once this many in a row have not improved on the best one's "
+    "validation metric.",
+)
 flags.DEFINE_bool(
     "refit_selected_depth",
     False,
@@ -516,6 +523,7 @@ def main(argv):
                 "cache_prefix": FLAGS.cache_prefix,
                 "validation_size": FLAGS.validation_size,
                 "select_depth": FLAGS.select_depth,
+                "depth_patience": FLAGS.depth_patience,
                 "refit_selected_depth": FLAGS.refit_selected_depth,
                 "batch_size": 128,
                 "alpha": FLAGS.alpha,
@@ -555,13 +563,14 @@ def main(argv):
             if mode == "end_to_end":
                 block_accuracy = None
             else:
-                # A refit network trained only its first blocks.
+                # A refit network, or one stopped by --depth_patience,
+                # trained only its first blocks.
                 block_accuracy = block_test_accuracies(
                     model,
                     eval_pipeline,
                     summary["inference_blocks"]
                     if FLAGS.refit_selected_depth
-                    else None,
+                    else summary["trained_blocks"],
                 )
             import jax
 
@@ -584,6 +593,7 @@ def main(argv):
                 if block_accuracy is None
                 else int(np.argmax(block_accuracy)) + 1,
                 "inference_blocks": summary["inference_blocks"],
+                "trained_blocks": summary["trained_blocks"],
                 "validation_accuracy_at_selection": summary[
                     "validation_accuracy"
                 ],

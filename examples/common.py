@@ -170,6 +170,13 @@ def define_flags(dataset):
         "at the block whose head scores best on this validation metric "
         "(`fit(select_depth=...)`, e.g. val_accuracy).",
     )
+    flags.DEFINE_integer(
+        "depth_patience",
+        _DEFAULTS["depth_patience"],
+        "With --select_depth: stop training deeper blocks once this many "
+        "blocks in a row have not improved on the best one's validation "
+        "metric (`fit(depth_patience=...)`; saves their time).",
+    )
     flags.DEFINE_bool(
         "refit_selected_depth",
         _DEFAULTS["refit_selected_depth"],

@@ -129,6 +129,7 @@ DEFAULT_SETTINGS = {
     "cache_prefix": None,
     "validation_size": 0,
     "select_depth": None,
+    "depth_patience": None,
     "refit_selected_depth": False,
     "epochs_per_block": 2,
     "epochs": 30,
@@ -611,6 +612,7 @@ def train(
     validation_pipeline=None,
     callbacks=(),
     select_depth=None,
+    depth_patience=None,
 ):
     """Fits `model` greedily, simultaneously or end to end.
 
@@ -627,6 +629,7 @@ def train(
             (through the auxiliary head of the block being trained).
         callbacks: Keras callbacks.
         select_depth: greedy modes: `fit`'s `select_depth`.
+        depth_patience: greedy modes: `fit`'s `depth_patience`.
 
     Returns:
         `(history, wall_time_seconds)`.
@@ -650,6 +653,7 @@ def train(
             verbose=verbose,
             cache_prefix=cache_prefix,
             select_depth=select_depth,
+            depth_patience=depth_patience,
             **kwargs,
         )
     return history, time.perf_counter() - start
@@ -821,6 +825,19 @@ def check_settings(settings):
             f"select_depth={settings.get('select_depth')!r}, "
             f"mode={settings.get('mode')!r}"
         )
+    patience = settings.get("depth_patience")
+    if patience is not None and (
+        not isinstance(patience, (int, np.integer))
+        or isinstance(patience, bool)
+        or patience < 1
+        or not settings.get("select_depth")
+    ):
+        raise ValueError(
+            "`depth_patience` should be None or a positive integer, with "
+            "`select_depth`. Received: "
+            f"depth_patience={patience!r}, "
+            f"select_depth={settings.get('select_depth')!r}"
+        )
     if settings.get("select_depth") and not settings.get("validation_size"):
         raise ValueError(
             "`select_depth` chooses on a validation split: give "
@@ -887,6 +904,7 @@ def _fit(
         validation_pipeline=monitored,
         callbacks=[clock],
         select_depth=select_depth,
+        depth_patience=s.get("depth_patience") if select_depth else None,
     )
     # Per-epoch evaluations are not training time.
     return model, history, wall_time - clock.evaluation_seconds, clock
@@ -985,6 +1003,7 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
             "validation_images": int(len(validation_arrays[0])),
             "train_images": int(len(train_arrays[0])),
             "wall_time_s": round(wall_time, 2),
+            "trained_blocks": history.params.get("trained_blocks"),
         }
         train_arrays, test_arrays, _ = load_arrays(
             dataset, s["data_dir"], s["train_size"], s["test_size"], s["seed"]
@@ -1055,6 +1074,8 @@ def run(dataset, settings, output_dir=None, verbose=1, monitor_test=False):
         ),
         "block_history": block_history(history),
         "inference_blocks": model.inference_blocks,
+        # With `depth_patience`: the blocks trained before the stop.
+        "trained_blocks": history.params.get("trained_blocks"),
         # With `refit_selected_depth`: the depth-selection run.
         "selection": selection,
         "settings": dict(s),

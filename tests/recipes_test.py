@@ -89,6 +89,16 @@ def test_default_settings_and_bad_settings():
         recipes.check_settings(
             recipes.default_settings(select_depth="val_accuracy")
         )
+    selecting = recipes.default_settings(
+        select_depth="val_accuracy", validation_size=100
+    )
+    recipes.check_settings(dict(selecting, depth_patience=2))
+    for patience, select in [(0, True), (True, True), (1.5, True), (2, False)]:
+        bad = dict(selecting, depth_patience=patience)
+        if not select:
+            bad["select_depth"] = None
+        with pytest.raises(ValueError, match="depth_patience="):
+            recipes.check_settings(bad)
     preservation = recipes.make_objective(
         "greedy_dib", "information_preservation", beta=0.05
     )
@@ -231,13 +241,18 @@ def test_run_on_a_small_archive_with_a_validation_split(tmp_path):
             dict(settings, mode="end_to_end", cache_prefix=True),
         )
 
-    # The depth chosen on the validation split, then a fresh network fit
-    # on all 200 training images up to that depth.
+    # The depth chosen on the validation split (the blocks after the best
+    # one by one are not trained), then a fresh network fit on all 200
+    # training images up to that depth.
     model, summary, _, validation = recipes.run(
-        "cifar100", dict(settings, refit_selected_depth=True), verbose=0
+        "cifar100",
+        dict(settings, refit_selected_depth=True, depth_patience=1),
+        verbose=0,
     )
     selection = summary["selection"]
     depth = selection["inference_blocks"]
+    assert depth <= selection["trained_blocks"] <= min(depth + 1, 5)
+    assert summary["trained_blocks"] is None
     assert validation is None
     assert summary["train_images"] == 200
     assert selection["train_images"] == 136

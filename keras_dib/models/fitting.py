@@ -184,6 +184,57 @@ def check_select_depth(select_depth, schedule, kwargs):
         )
 
 
+def check_depth_patience(depth_patience, select_depth):
+    """Raises a clear ValueError for a `depth_patience` that cannot work."""
+    if depth_patience is None:
+        return
+    if (
+        isinstance(depth_patience, bool)
+        or not isinstance(depth_patience, (int, np.integer))
+        or depth_patience < 1
+    ):
+        raise ValueError(
+            "`depth_patience` should be None or a positive integer (blocks "
+            "without improvement before the schedule stops). Received: "
+            f"depth_patience={depth_patience!r}"
+        )
+    if select_depth is None:
+        raise ValueError(
+            "`depth_patience` stops on `select_depth`'s validation metric: "
+            "pass `select_depth` too, such as 'val_accuracy'. Received: "
+            f"depth_patience={depth_patience!r} with select_depth=None."
+        )
+
+
+def depth_patience_spent(fit_history, monitor, patience, verbose=0):
+    """Whether `patience` trained blocks in a row missed the best `monitor`.
+
+    Args:
+        fit_history: the fit's `FitHistory` so far.
+        monitor: `select_depth`'s validation metric name.
+        patience: `fit`'s `depth_patience` (None: never).
+        verbose: Keras verbosity; if non-zero, the stop is printed.
+
+    Returns:
+        True if the blocks after the best one so far number `patience` or
+        more: the schedule should train no further block.
+    """
+    if patience is None or not fit_history.block_histories:
+        return False
+    best, scores = select_depth(fit_history, monitor)
+    since = sorted(block for block in scores if block > best)
+    if len(since) < patience:
+        return False
+    if verbose != 0:
+        print(
+            f"Depth patience: {monitor} has not improved on block "
+            f"{best + 1}'s {scores[best]:.4f} for {len(since)} blocks; "
+            "the deeper blocks are not trained.",
+            flush=True,
+        )
+    return True
+
+
 def select_depth(fit_history, monitor):
     """The block whose validation `monitor` was best when it finished.
 
@@ -429,6 +480,10 @@ class FitHistory:
         num_epochs = _num_epochs(stage_history)
         block = stage.block if stage.block is not None else -1
         self.merged["block"].extend([block] * num_epochs)
+
+    def trained_blocks(self):
+        """The number of distinct blocks trained (0: whole-network stages)."""
+        return len({block for block in self.merged["block"] if block >= 0})
 
     def as_keras_history(self, model, params):
         history = keras.callbacks.History()

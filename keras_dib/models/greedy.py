@@ -555,6 +555,7 @@ class GreedyLayerwiseModel(keras.Model):
         cache_prefix=False,
         resume="strict",
         select_depth=None,
+        depth_patience=None,
         **kwargs,
     ):
         """Trains the model block by block (or with another schedule).
@@ -633,6 +634,14 @@ class GreedyLayerwiseModel(keras.Model):
                 saved with the model and returned in
                 `history.params["inference_blocks"]`. Defaults to None
                 (the inference network keeps its depth).
+            depth_patience: optional positive integer, with
+                `select_depth`: stop the schedule once this many trained
+                blocks in a row have not improved on the best block's
+                `select_depth` metric; the deeper blocks are never trained
+                (their time is saved) and the inference network stops at
+                the best block. The number of blocks trained is returned
+                in `history.params["trained_blocks"]`. Defaults to None
+                (every block is trained).
 
         Every stage is guarded: a NaN or Inf loss stops it
         (`FloatingPointError`, naming the block and the term), so do
@@ -656,6 +665,7 @@ class GreedyLayerwiseModel(keras.Model):
             self, schedule, block_optimizer, cache_prefix, kwargs, callbacks
         )
         fitting.check_select_depth(select_depth, schedule, kwargs)
+        fitting.check_depth_patience(depth_patience, select_depth)
         kwargs.pop("initial_epoch", None)
         stages = schedule.stages(self, epochs)
         if not self.built:
@@ -686,6 +696,10 @@ class GreedyLayerwiseModel(keras.Model):
         )
         try:
             for stage in stages:
+                if fitting.depth_patience_spent(
+                    history, select_depth, depth_patience, verbose
+                ):
+                    break
                 start = resume.stage_start(stage)
                 if stage.epochs == 0 or start is None:
                     continue
@@ -699,6 +713,8 @@ class GreedyLayerwiseModel(keras.Model):
             "epochs": [stage.epochs for stage in stages],
             "schedule": schedule.name,
         }
+        if depth_patience is not None:
+            params["trained_blocks"] = history.trained_blocks()
         params.update(
             fitting.apply_depth_selection(self, history, select_depth, verbose)
         )

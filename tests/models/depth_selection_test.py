@@ -9,6 +9,7 @@ import numpy as np
 from keras_dib.models import fitting
 from keras_dib.models import schedules
 from keras_dib.testing import TestCase
+from tests.models.greedy_test import _changed
 from tests.models.greedy_test import _compile
 from tests.models.greedy_test import _data
 from tests.models.greedy_test import _model
@@ -93,7 +94,94 @@ class SelectDepthFunctionTest(TestCase):
             fitting.select_depth(history, "val_acc")
 
 
+def _reference_patience_stop(scores_in_order, patience, minimise=False):
+    """NumPy reference: how many blocks train before the patience stop."""
+    values = np.asarray(scores_in_order, dtype=float)
+    sign = -1.0 if minimise else 1.0
+    for trained in range(1, len(values) + 1):
+        best = int(np.argmax(sign * values[:trained]))
+        if trained - 1 - best >= patience:
+            return trained
+    return len(values)
+
+
+class DepthPatienceFunctionTest(TestCase):
+    def test_matches_numpy_reference(self):
+        rng = np.random.default_rng(0)
+        for _trial in range(30):
+            num_blocks = int(rng.integers(1, 7))
+            patience = int(rng.integers(1, 4))
+            values = rng.integers(0, 5, size=num_blocks) / 4.0
+            expected = _reference_patience_stop(values, patience)
+            history = fitting.FitHistory()
+            trained = num_blocks
+            for block, value in enumerate(values):
+                if fitting.depth_patience_spent(
+                    history, "val_accuracy", patience
+                ):
+                    trained = block
+                    break
+                history.add(
+                    _stage(block), {"loss": [1.0], "val_accuracy": [value]}
+                )
+            self.assertEqual(trained, expected, (values, patience))
+            self.assertEqual(history.trained_blocks(), expected)
+
+    def test_none_and_empty_history_never_stop(self):
+        history = _history([(0, {"loss": [1.0], "val_loss": [0.5]})])
+        self.assertFalse(
+            fitting.depth_patience_spent(history, "val_loss", None)
+        )
+        self.assertFalse(
+            fitting.depth_patience_spent(fitting.FitHistory(), "val_loss", 1)
+        )
+
+
 class SelectDepthFitTest(TestCase):
+    def test_depth_patience_stops_the_schedule_and_resumes_stopped(self):
+        # Only block 1 learns (the others' learning rate is 0), so blocks 2
+        # and 3 cannot beat its validation loss: with patience 2, block 4
+        # is never trained.
+        keras.utils.set_random_seed(0)
+        model = _model(num_blocks=4)
+        _compile(model)
+        x, y = _data(n=64)
+        before = _snapshot(model.blocks)
+
+        def block_optimizer(block):
+            return keras.optimizers.SGD(0.2 if block == 0 else 0.0)
+
+        directory = os.path.join(self.get_temp_dir(), "checkpoint")
+        arguments = dict(
+            batch_size=16,
+            epochs=2,
+            validation_data=(x, y),
+            select_depth="val_loss",
+            depth_patience=2,
+            block_optimizer=block_optimizer,
+            checkpoint_dir=directory,
+            verbose=0,
+        )
+        history = model.fit(x, y, **arguments)
+        scores = history.params["depth_scores"]
+        self.assertEqual(sorted(scores), [0, 1, 2])
+        # Block 1 stays the best, blocks 2 and 3 exhaust the patience.
+        self.assertEqual(min(scores, key=scores.get), 0)
+        self.assertEqual(history.params["trained_blocks"], 3)
+        self.assertEqual(sorted(set(history.history["block"])), [0, 1, 2])
+        self.assertEqual(model.inference_blocks, 1)
+        after = _snapshot(model.blocks)
+        self.assertTrue(_changed(before[0], after[0]))
+        for a, b in zip(before[3], after[3]):
+            np.testing.assert_array_equal(a, b)
+        # The same fit again resumes from the checkpoint: already stopped,
+        # it trains nothing and chooses the same depth.
+        again = model.fit(x, y, **arguments)
+        self.assertEqual(again.params["trained_blocks"], 3)
+        self.assertEqual(model.inference_blocks, 1)
+        for a, b in zip(after[0], _snapshot(model.blocks)[0]):
+            np.testing.assert_array_equal(a, b)
+
     def test_fit_keeps_the_best_block_and_saves_it(self):
         keras.utils.set_random_seed(1)
         model = _model(num_blocks=3)
@@ -206,6 +294,23 @@ class SelectDepthArgumentsTest(TestCase):
                 },
                 "schedule='simultaneous'",
             ),
+            (
+                {
+                    "select_depth": "val_loss",
+                    "validation_split": 0.5,
+                    "depth_patience": 0,
+                },
+                "positive integer",
+            ),
+            (
+                {
+                    "select_depth": "val_loss",
+                    "validation_split": 0.5,
+                    "depth_patience": True,
+                },
+                "Received: depth_patience=True",
+            ),
+            ({"depth_patience": 1}, "pass `select_depth` too"),
             (
                 {"callbacks": [keras.callbacks.EarlyStopping("val_loss")]},
                 "EarlyStopping monitors 'val_loss'",
